@@ -1,0 +1,35 @@
+"""The ``emchunks`` typer application: every command is a thin wrapper over a library function."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from em_chunks import __version__
+
+app = typer.Typer(
+    name="emchunks",
+    help="Chunked, distributed neuron segmentation of EM volumes on Dask.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"emchunks {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Chunked, distributed neuron segmentation of EM volumes on Dask."""
+
+
+# ---- command registration (one line per command module) ---------------------------------------

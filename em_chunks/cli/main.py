@@ -1,0 +1,29 @@
+"""Entry point: run the typer app and turn user errors into one line + exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``emchunks``; :class:`InputError` (and malformed config) print one line and exit 2."""
+    from em_chunks.errors import InputError
+
+    try:
+        from em_chunks.cli.app import app
+
+        app(args=argv, prog_name="emchunks", standalone_mode=True)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # typer/click exits with the command's code
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
