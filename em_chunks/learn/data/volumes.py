@@ -1,0 +1,172 @@
+"""Where training arrays come from: a reference (path + layer) that any worker can open and read a box of.
+
+Only references cross the scheduler; each worker opens the volume itself (cached per process) and reads
+the box it needs, so memory is bounded by the chunk, not the volume. Tile JSON, TIFF and zarr open through
+``em_chunks.open_volume`` (lazy dask arrays); a TIFF opens with tifffile while that is unavailable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box
+
+LAYERS = ("image", "label", "valid_mask")
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """A volume on disk: ``path`` and, for a tile JSON holding several layers, which ``layer``."""
+
+    path: str
+    layer: str = "image"
+
+    def __str__(self) -> str:
+        return self.path if self.layer == "image" else f"{self.path} ({self.layer})"
+
+
+def _is_tile_json(path: str) -> bool:
+    return path.lower().endswith(".json")
+
+
+def json_layers(path: str) -> set[str]:
+    """The layers (``image``, ``label``, ``valid_mask``) a tile JSON names."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable tile JSON ({err.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: a tile JSON must be an object with an 'image' key")
+    return {k for k in LAYERS if data.get(k)}
+
+
+def _open_tile_layer(path: str, layer: str) -> Any:
+    """A lazy array of one layer of a tile JSON (through the io package's TileSet)."""
+    try:
+        from em_chunks.io.tileset import TileSet
+    except ImportError:
+        raise InputError(f"{path}: reading tile JSON needs em_chunks.io.tileset, which this build lacks") from None
+    ts = TileSet.from_json(path)
+    for name in (layer, "labels" if layer == "label" else layer):
+        getter = getattr(ts, "layer", None)
+        if callable(getter):
+            try:
+                return getter(name).to_dask()
+            except (KeyError, ValueError, TypeError):
+                pass
+        sub = getattr(ts, name, None)
+        if sub is not None:
+            return sub.to_dask() if hasattr(sub, "to_dask") else sub
+    if layer == "image":
+        return ts.to_dask()
+    raise InputError(f"{path}: tile JSON has no '{layer}' layer")
+
+
+@functools.lru_cache(maxsize=16)
+def open_ref(ref: VolumeRef) -> Any:
+    """Open ``ref`` as an array-like with ``.shape``, ``.dtype`` and box slicing (cached per process)."""
+    path = ref.path
+    if not Path(path).exists():
+        raise InputError(f"{path}: volume not found")
+    if _is_tile_json(path):
+        return _open_tile_layer(path, ref.layer)
+    try:
+        from em_chunks.io.volume import open_volume
+    except ImportError:
+        open_volume = None
+    if open_volume is not None:
+        return open_volume(path)
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        arr = tifffile.imread(path)
+        return arr
+    if suffix == ".zarr" or Path(path).is_dir():
+        import zarr
+
+        return zarr.open_array(path, mode="r")
+    raise InputError(f"{path}: unsupported volume, expected a tile JSON, a TIFF stack or a zarr array")
+
+
+def volume_shape(ref: VolumeRef) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in open_ref(ref).shape)
+    if len(shape) != 3:
+        raise InputError(f"{ref}: expected a 3D (z, y, x) volume, got shape {shape}")
+    return shape
+
+
+def read_box(ref: VolumeRef, box: Box) -> np.ndarray:
+    """The voxels of ``box`` (which must lie inside the volume) as a numpy array."""
+    arr = open_ref(ref)[box.slices()]
+    if hasattr(arr, "compute"):
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):  # we are inside a worker task: no nested graph
+            arr = arr.compute()
+    return np.asarray(arr)
+
+
+@dataclass(frozen=True)
+class TrainingVolume:
+    """An image with its labels (and optional valid mask), checked to share one shape."""
+
+    image: VolumeRef
+    label: VolumeRef
+    valid: Optional[VolumeRef] = None
+    weight: float = 1.0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return volume_shape(self.image)
+
+    def refs(self) -> dict[str, VolumeRef]:
+        out = {"image": self.image, "label": self.label}
+        if self.valid is not None:
+            out["valid"] = self.valid
+        return out
+
+    def check(self) -> "TrainingVolume":
+        """Refuse mismatched shapes up front (one line naming both files)."""
+        shape = volume_shape(self.image)
+        for name, ref in self.refs().items():
+            other = volume_shape(ref)
+            if other != shape:
+                raise InputError(f"{ref}: {name} shape {other} differs from image {self.image} shape {shape}")
+        return self
+
+
+def training_volume(image: str, labels: Optional[str] = None, valid: Optional[str] = None, weight: float = 1.0) -> TrainingVolume:
+    """Resolve where labels come from: ``labels`` if given, else the ``label`` layer of a tile JSON."""
+    image = str(image)
+    if not Path(image).exists():
+        raise InputError(f"{image}: image volume not found")
+    layers = json_layers(image) if _is_tile_json(image) else set()
+    if labels is None:
+        if "label" not in layers:
+            raise InputError(
+                f"{image}: no labels: the tile JSON has no 'label' key and --labels was not given"
+                if _is_tile_json(image) else f"{image}: no labels given; pass --labels LABELS (tile JSON, TIFF or zarr)"
+            )
+        label_ref = VolumeRef(image, "label")
+    else:
+        if not Path(labels).exists():
+            raise InputError(f"{labels}: label volume not found")
+        layer = "label" if _is_tile_json(labels) and "label" in json_layers(labels) else "image"
+        label_ref = VolumeRef(str(labels), layer)
+    valid_ref = None
+    if valid is not None:
+        if not Path(valid).exists():
+            raise InputError(f"{valid}: valid mask volume not found")
+        layer = "valid_mask" if _is_tile_json(valid) and "valid_mask" in json_layers(valid) else "image"
+        valid_ref = VolumeRef(str(valid), layer)
+    elif "valid_mask" in layers:
+        valid_ref = VolumeRef(image, "valid_mask")
+    return TrainingVolume(VolumeRef(image, "image"), label_ref, valid_ref, float(weight)).check()
