@@ -19,6 +19,8 @@ _API = {
     "InputError": "em_chunks.errors",
     "TileSet": "em_chunks.io.tileset",
     "open_volume": "em_chunks.io.volume",
+    "voxel_size_of": "em_chunks.io.volume",
+    "make_tileset": "em_chunks.io.tileset_make",
 }
 
 __all__ = sorted(_API) + ["__version__"]

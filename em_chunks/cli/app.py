@@ -33,3 +33,4 @@ def _root(
 
 
 # ---- command registration (one line per command module) ---------------------------------------
+from em_chunks.cli.tileset import tileset_app; app.add_typer(tileset_app, name="tileset")

@@ -1,0 +1,454 @@
+"""``TileSet``: PyTC's TileDataset JSON (sections of PNG tiles) read box by box, or as a lazy dask array.
+
+The JSON (as PyTC's ``create_json`` writes it)::
+
+    {"ndim": 1, "dtype": "uint8", "image": [".../000/{row}_{column}.png", ...],   # one path per section
+     "height": 10000, "width": 10000, "depth": 500, "n_rows": 3, "n_columns": 3,
+     "tile_size": 4096, "tile_st": [0, 0], "tile_ratio": 1}
+
+Semantics kept from PyTC: tile ``(row, column)`` of the grid covers voxels ``[row*ts, (row+1)*ts)`` and is
+the file named with ``row + tile_st[0]``, ``column + tile_st[1]``; ``tile_ratio`` scales each tile after
+decoding and ``tile_size`` is in the scaled units; a path without placeholders is one image per section;
+relative paths are relative to the JSON file. Extensions: ``label`` and ``valid_mask`` path lists with the
+same geometry (``label_dtype``, default uint32), and ``voxel_size`` (z, y, x).
+
+``to_dask`` builds one decode task per (slab of sections, tile row, tile column) and one assembly task per
+halo'd block that depends on the decode tasks it touches, so each PNG is decoded once per pass however
+many blocks share it; no task ever holds more than its block (or one slab of one tile column).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Literal, Optional, Sequence, Union
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from em_chunks.config.base import FrozenModel, validate
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box, ChunkGrid
+from em_chunks.io import padding
+from em_chunks.io.padding import Boundary, Run
+from em_chunks.io.tiles import TileFormat, decode_tile, read_header
+
+Layer = Literal["image", "label", "valid_mask"]
+LAYERS: tuple[str, ...] = ("image", "label", "valid_mask")
+
+PosInt = Annotated[int, Field(strict=True, gt=0)]
+Int = Annotated[int, Field(strict=True)]
+PosFloat = Annotated[float, Field(strict=True, gt=0)]
+
+
+def _check_dtype_name(value: str) -> str:
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise ValueError(f"{value!r} is not a numpy dtype name such as 'uint8'") from None
+    if dt.kind not in "uif" and dt != np.bool_:
+        raise ValueError(f"{value!r}: expected an integer or float dtype")
+    return dt.name
+
+
+class TileSetSpec(FrozenModel):
+    """The tile JSON, field for field. Strict types: ``"height": "100"`` is an error, not 100."""
+
+    ndim: PosInt = 1  #: PyTC writes 1 (single channel); kept for compatibility
+    dtype: str
+    image: list[str]
+    height: PosInt
+    width: PosInt
+    depth: PosInt
+    tile_size: Union[PosInt, tuple[PosInt, PosInt]]
+    tile_st: tuple[Int, Int] = (0, 0)
+    tile_ratio: PosFloat = 1.0
+    n_rows: PosInt
+    n_columns: PosInt
+    # ---- extensions (not in PyTC) ----
+    label: Optional[list[str]] = None
+    label_dtype: str = "uint32"
+    valid_mask: Optional[list[str]] = None
+    voxel_size: Optional[tuple[PosFloat, PosFloat, PosFloat]] = None
+
+    @field_validator("dtype", "label_dtype")
+    @classmethod
+    def _dtype_ok(cls, v: str) -> str:
+        return _check_dtype_name(v)
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """(height, width) of a full tile, in scaled (volume) units."""
+        ts = self.tile_size
+        return (ts, ts) if isinstance(ts, int) else (int(ts[0]), int(ts[1]))
+
+
+def _is_tiled(pattern: str) -> bool:
+    return "{row" in pattern or "{column" in pattern
+
+
+def _consistency(spec: TileSetSpec, source: str) -> None:
+    """Checks across fields, each a one-line error naming the field."""
+    for layer in LAYERS:
+        paths = getattr(spec, layer)
+        if paths is not None and len(paths) != spec.depth:
+            raise InputError(f"{source}: field '{layer}': {len(paths)} paths but depth is {spec.depth}; expected one path per section")
+        for z, p in enumerate(paths or []):
+            if _is_tiled(p):
+                try:
+                    p.format(row=0, column=0)
+                except (KeyError, IndexError, ValueError) as err:
+                    raise InputError(f"{source}: field '{layer}.{z}': bad placeholder in {p!r} ({err}); expected only {{row}} and {{column}}") from None
+    th, tw = spec.tile_shape
+    if spec.n_rows * th < spec.height:
+        raise InputError(f"{source}: field 'n_rows': {spec.n_rows} rows of {th} cover {spec.n_rows * th} < height {spec.height}; expected n_rows >= {math.ceil(spec.height / th)}")
+    if spec.n_columns * tw < spec.width:
+        raise InputError(f"{source}: field 'n_columns': {spec.n_columns} columns of {tw} cover {spec.n_columns * tw} < width {spec.width}; expected n_columns >= {math.ceil(spec.width / tw)}")
+    if spec.label_dtype and np.dtype(spec.label_dtype).kind == "f":
+        raise InputError(f"{source}: field 'label_dtype': {spec.label_dtype}; expected an integer dtype")
+
+
+# ---- tasks (module level so they pickle by reference) --------------------------------------------
+def _read_tile(ref: tuple[str, bool], fmt: TileFormat, z: int, row: int, col: int, geom: tuple) -> np.ndarray:
+    """Voxels of tile (row, col) of one section, cropped to the volume: shape (y1-y0, x1-x0)."""
+    path, tiled = ref
+    (y0, y1, x0, x1), tile_max, section = geom
+    where = f"section {z}, row {row}, column {col}"
+    if tiled:
+        arr = decode_tile(path, fmt, (y1 - y0, x1 - x0), tile_max, where)
+        return arr[: y1 - y0, : x1 - x0]
+    arr = decode_tile(path, fmt, section[0], section[1], f"section {z}")
+    return arr[y0:y1, x0:x1]
+
+
+def _read_slab(refs: tuple, fmt: TileFormat, z0: int, row: int, col: int, geom: tuple) -> np.ndarray:
+    """One tile column over sections ``z0..z0+len(refs)``: the unit every block task shares."""
+    (y0, y1, x0, x1), _, _ = geom
+    out = np.empty((len(refs), y1 - y0, x1 - x0), dtype=fmt.dtype)
+    for i, ref in enumerate(refs):
+        out[i] = _read_tile(ref, fmt, z0 + i, row, col, geom)
+    return out
+
+
+def _assemble_block(shape, dtype, runs, fill, boxes, arrays) -> np.ndarray:
+    return padding.assemble(shape, dtype, runs, zip(boxes, arrays), fill=fill)
+
+
+class TileSet:
+    """A PyTC tile grid on disk. Build with :meth:`from_json`; read with :meth:`read` or :meth:`to_dask`.
+
+    ``fill_missing``: ``None`` (default) makes a missing tile file an :class:`InputError`; a number fills
+    the missing tile's voxels with it instead (PyTC fills 128).
+    """
+
+    def __init__(self, spec: TileSetSpec, base_dir: str | Path = ".", *, fill_missing: Optional[float] = None,
+                 source: str = "<tile json>") -> None:
+        _consistency(spec, source)
+        self.spec = spec
+        self.base_dir = Path(base_dir)
+        self.fill_missing = fill_missing
+        self.source = source
+
+    # ---- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_json(cls, path: str | Path, *, fill_missing: Optional[float] = None) -> "TileSet":
+        """Load and validate a tile JSON; every problem is a one-line :class:`InputError` naming the field."""
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except FileNotFoundError:
+            raise InputError(f"{p}: file not found; expected a tile JSON") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"{p}: cannot read ({err}); expected a UTF-8 tile JSON") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{p}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+        return cls.from_dict(data, p.parent, fill_missing=fill_missing, source=str(p))
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: str | Path = ".", *, fill_missing: Optional[float] = None,
+                  source: str = "<tile json>") -> "TileSet":
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: expected a JSON object with keys image, height, width, ..., got {type(data).__name__}")
+        spec = validate(TileSetSpec, data, source)
+        return cls(spec, base_dir, fill_missing=fill_missing, source=source)
+
+    # ---- geometry --------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.spec.depth, self.spec.height, self.spec.width)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers this JSON has: ``image`` and any of ``label``, ``valid_mask``."""
+        return tuple(name for name in LAYERS if getattr(self.spec, name) is not None)
+
+    @property
+    def voxel_size(self) -> Optional[tuple[float, float, float]]:
+        return self.spec.voxel_size
+
+    def dtype(self, layer: str = "image") -> np.dtype:
+        self._paths(layer)
+        return np.dtype({"image": self.spec.dtype, "label": self.spec.label_dtype, "valid_mask": "uint8"}[layer])
+
+    def _paths(self, layer: str) -> list[str]:
+        if layer not in LAYERS:
+            raise InputError(f"layer {layer!r}: expected one of {', '.join(LAYERS)}")
+        paths = getattr(self.spec, layer)
+        if paths is None:
+            raise InputError(f"{self.source}: no '{layer}' key; this tile JSON has {', '.join(self.layers)}")
+        return paths
+
+    def _plain_layout(self, layer: str) -> bool:
+        """Every section is one plain image: the whole section is a single 'tile'."""
+        return not any(_is_tiled(p) for p in self._paths(layer))
+
+    def tile_shape(self, layer: str = "image") -> tuple[int, int]:
+        if self._plain_layout(layer):
+            return (self.spec.height, self.spec.width)
+        return self.spec.tile_shape
+
+    def tile_grid(self, layer: str = "image") -> tuple[int, int]:
+        """(rows, columns) of tiles that cover the volume (PyTC's n_rows/n_columns may list more)."""
+        th, tw = self.tile_shape(layer)
+        return (math.ceil(self.spec.height / th), math.ceil(self.spec.width / tw))
+
+    def tile_path(self, layer: str, z: int, row: int, col: int) -> str:
+        """The file of tile (row, col) of section z: PyTC names it with ``row + tile_st[0]``, ``col + tile_st[1]``."""
+        pattern = self._paths(layer)[z]
+        name = pattern.format(row=row + self.spec.tile_st[0], column=col + self.spec.tile_st[1]) if _is_tiled(pattern) else pattern
+        p = Path(name)
+        return str(p if p.is_absolute() else self.base_dir / p)
+
+    def _geom(self, layer: str, row: int, col: int) -> tuple:
+        th, tw = self.tile_shape(layer)
+        H, W = self.spec.height, self.spec.width
+        extent = (row * th, min((row + 1) * th, H), col * tw, min((col + 1) * tw, W))
+        gh, gw = self.spec.tile_shape
+        section = ((H, W), (max(H, self.spec.n_rows * gh), max(W, self.spec.n_columns * gw)))
+        return extent, (th, tw), section
+
+    def _fmt(self, layer: str) -> TileFormat:
+        return TileFormat(kind=layer, dtype=self.dtype(layer).name, tile_ratio=float(self.spec.tile_ratio),
+                          fill_missing=self.fill_missing)
+
+    def _ref(self, layer: str, z: int, row: int, col: int) -> tuple[str, bool]:
+        return (self.tile_path(layer, z, row, col), _is_tiled(self._paths(layer)[z]))
+
+    def iter_tiles(self, layer: str = "image") -> Iterator[tuple[int, int, int, str]]:
+        """Every (z, row, col, path) the volume needs (plain sections once, as row 0 column 0)."""
+        rows, cols = self.tile_grid(layer)
+        for z, pattern in enumerate(self._paths(layer)):
+            if not _is_tiled(pattern):
+                yield z, 0, 0, self.tile_path(layer, z, 0, 0)
+                continue
+            for r in range(rows):
+                for c in range(cols):
+                    yield z, r, c, self.tile_path(layer, z, r, c)
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def _axis_plan(self, box: Box, mode: Boundary) -> tuple[list[tuple[int, int]], list[list[Run]]]:
+        spans = [padding.clip_span(b, e, n, mode) for b, e, n in zip(box.begin, box.end, self.shape)]
+        runs = [padding.axis_runs(b, e, n, mode) for (b, e), n in zip(spans, self.shape)]
+        return spans, runs
+
+    def _tiles_touching(self, layer: str, src: Box) -> Iterator[tuple[int, int]]:
+        th, tw = self.tile_shape(layer)
+        for r in range(src.begin[1] // th, -(-src.end[1] // th)):
+            for c in range(src.begin[2] // tw, -(-src.end[2] // tw)):
+                yield r, c
+
+    def read(self, box: Box | Sequence[slice], boundary: Boundary = "reflect", layer: str = "image") -> np.ndarray:
+        """The voxels of ``box`` (ZYX), which may reach outside the volume: padded by ``boundary``
+        (see :mod:`em_chunks.io.padding`; ``none`` returns only the part inside). Each tile the box
+        needs is decoded once, however often the padding repeats it."""
+        if not isinstance(box, Box):
+            box = Box.from_slices(box)
+        if box.ndim != 3:
+            raise InputError(f"read box {box}: expected 3 axes (z, y, x)")
+        mode = padding.normalize_boundary(boundary)
+        spans, runs = self._axis_plan(box, mode)
+        shape = [e - b for b, e in spans]
+        fmt = self._fmt(layer)
+        fill = mode if padding.is_constant(mode) else 0
+        if any(s == 0 for s in shape):
+            return np.zeros(shape, dtype=fmt.dtype)
+        needed: set[tuple[int, int, int]] = set()
+        for src in padding.source_boxes(runs):
+            for z in range(src.begin[0], src.end[0]):
+                for r, c in self._tiles_touching(layer, src):
+                    needed.add((z, r, c))
+        pieces = []
+        for z, r, c in sorted(needed):
+            geom = self._geom(layer, r, c)
+            y0, y1, x0, x1 = geom[0]
+            data = _read_tile(self._ref(layer, z, r, c), fmt, z, r, c, geom)
+            pieces.append((Box((z, y0, x0), (1, y1 - y0, x1 - x0)), data[None]))
+        return padding.assemble(shape, fmt.dtype, runs, pieces, fill=fill)
+
+    def default_chunks(self, layer: str = "image", target_bytes: int = 64 << 20) -> tuple[int, int, int]:
+        """Tile-aligned storage-like chunks: whole tiles, as many sections as fit ``target_bytes``."""
+        th, tw = self.tile_shape(layer)
+        per_section = th * tw * self.dtype(layer).itemsize
+        return (max(1, min(self.spec.depth, target_bytes // max(1, per_section))), th, tw)
+
+    def to_dask(
+        self,
+        grid: Sequence[int] | str = (2, 4, 4),
+        halo: Sequence[int] | int = 0,
+        boundary: Boundary = "reflect",
+        layer: str = "image",
+        *,
+        chunks: Optional[Sequence[Any]] = None,
+        sections_per_task: Optional[int] = None,
+    ):
+        """A lazy dask array whose block ``i`` is chunk ``i`` of ``grid`` grown by ``halo`` and padded by
+        ``boundary``, i.e. equal to ``dask.array.overlap.overlap(plain, depth=halo, boundary=boundary)`` for
+        the plain volume split by ``ChunkGrid(shape, grid).dask_chunks`` (or by explicit dask ``chunks``).
+
+        One task decodes each (slab of ``sections_per_task`` sections, tile row, tile column); block tasks
+        share those, so every PNG is decoded once per pass. Unlike dask's ``overlap`` the halo may exceed a
+        chunk (the padding then follows numpy's definitions of each mode).
+        """
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        shape = self.shape
+        if chunks is None:
+            from em_chunks.geometry import parse_chunks
+
+            pieces = parse_chunks(grid if isinstance(grid, str) else tuple(grid), shape, name="grid")
+            core_chunks = ChunkGrid(shape, pieces).dask_chunks
+        else:
+            core_chunks = da.core.normalize_chunks(chunks, shape)
+        halo3 = (int(halo),) * 3 if isinstance(halo, (int, np.integer)) else tuple(int(h) for h in halo)
+        if len(halo3) != 3 or any(h < 0 for h in halo3):
+            raise InputError(f"halo {halo!r}: expected 3 non-negative integers (z, y, x)")
+        mode = padding.normalize_boundary(boundary)
+        fmt = self._fmt(layer)
+        th, tw = self.tile_shape(layer)
+        spt = sections_per_task or self.default_chunks(layer, 32 << 20)[0]
+        spt = max(1, min(int(spt), 64))
+
+        # per axis, per piece: output span (context, clipped for 'none') and its runs
+        plans: list[list[tuple[tuple[int, int], list[Run]]]] = []
+        for axis, sizes in enumerate(core_chunks):
+            starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+            axis_plan = []
+            for b, e in zip(starts[:-1], starts[1:]):
+                span = padding.clip_span(int(b) - halo3[axis], int(e) + halo3[axis], shape[axis], mode)
+                axis_plan.append((span, padding.axis_runs(span[0], span[1], shape[axis], mode)))
+            plans.append(axis_plan)
+
+        # z slabs: cut the z axis wherever some block's source run starts or ends, then cap the depth
+        cuts = {0, shape[0]}
+        for _, runs in plans[0]:
+            for r in runs:
+                if not r.fill:
+                    cuts.update((r.src_lo, r.src_hi))
+        edges = sorted(cuts)
+        slabs: list[tuple[int, int]] = []
+        for a, b in zip(edges[:-1], edges[1:]):
+            for s in range(a, b, spt):
+                slabs.append((s, min(b, s + spt)))
+        slab_starts = [s for s, _ in slabs]
+
+        token = tokenize(self.spec.model_dump_json(), str(self.base_dir.resolve()), layer, core_chunks, halo3,
+                         mode, fmt, spt)
+        name = f"tileset-{layer}-{token}"
+        tname = f"tiles-{layer}-{token}"
+        dsk: dict = {}
+
+        def slab_ids(runs: list[Run]) -> list[int]:
+            import bisect
+
+            ids: set[int] = set()
+            for r in runs:
+                if r.fill:
+                    continue
+                i = bisect.bisect_right(slab_starts, r.src_lo) - 1
+                while i < len(slabs) and slabs[i][0] < r.src_hi:
+                    ids.add(i)
+                    i += 1
+            return sorted(ids)
+
+        def tile_ids(runs: list[Run], size: int) -> list[int]:
+            ids: set[int] = set()
+            for r in runs:
+                if not r.fill:
+                    ids.update(range(r.src_lo // size, -(-r.src_hi // size)))
+            return sorted(ids)
+
+        for bz, (zspan, zruns) in enumerate(plans[0]):
+            zs = slab_ids(zruns)
+            for by, (yspan, yruns) in enumerate(plans[1]):
+                rows = tile_ids(yruns, th)
+                for bx, (xspan, xruns) in enumerate(plans[2]):
+                    cols = tile_ids(xruns, tw)
+                    boxes, keys = [], []
+                    for s in zs:
+                        z0, z1 = slabs[s]
+                        for r in rows:
+                            for c in cols:
+                                key = (tname, s, r, c)
+                                geom = self._geom(layer, r, c)
+                                if key not in dsk:
+                                    refs = tuple(self._ref(layer, z, r, c) for z in range(z0, z1))
+                                    dsk[key] = (_read_slab, refs, fmt, z0, r, c, geom)
+                                y0, y1, x0, x1 = geom[0]
+                                boxes.append(Box((z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0)))
+                                keys.append(key)
+                    out_shape = (zspan[1] - zspan[0], yspan[1] - yspan[0], xspan[1] - xspan[0])
+                    fill = mode if padding.is_constant(mode) else 0
+                    dsk[(name, bz, by, bx)] = (_assemble_block, out_shape, fmt.dtype, (zruns, yruns, xruns),
+                                               fill, boxes, keys)
+        out_chunks = tuple(tuple(span[1] - span[0] for span, _ in axis_plan) for axis_plan in plans)
+        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+        return da.Array(graph, name, out_chunks, dtype=np.dtype(fmt.dtype),
+                        meta=np.empty((0, 0, 0), dtype=fmt.dtype))
+
+    # ---- checking --------------------------------------------------------------------------------
+    def check(self, layers: Optional[Sequence[str]] = None, decode: bool = True, workers: int = 2) -> list[str]:
+        """Problems with the tile files (missing, unreadable, wrong size or dtype), one message each.
+
+        ``decode=False`` only reads PNG headers and trailers (fast); a missing tile is reported even when
+        ``fill_missing`` is set.
+        """
+        jobs = []
+        for layer in layers or self.layers:
+            for z, r, c, path in self.iter_tiles(layer):
+                jobs.append((layer, z, r, c, path))
+
+        def one(job) -> Optional[str]:
+            layer, z, r, c, path = job
+            geom = self._geom(layer, r, c)
+            tiled = _is_tiled(self._paths(layer)[z])
+            try:
+                if not Path(path).is_file():
+                    where = f" (section {z}, row {r}, column {c})" if tiled else f" (section {z})"
+                    return f"{path}: tile file not found{where}"
+                if decode:
+                    fmt = TileFormat(layer, self.dtype(layer).name, float(self.spec.tile_ratio), None)
+                    _read_tile((path, tiled), fmt, z, r, c, geom)
+                else:
+                    (h, w), _mode = read_header(path)
+                    ratio = float(self.spec.tile_ratio)
+                    h, w = round(h * ratio), round(w * ratio)
+                    y0, y1, x0, x1 = geom[0]
+                    lo, hi = ((y1 - y0, x1 - x0), geom[1]) if tiled else geom[2]
+                    if not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+                        return f"{path}: tile is {h}x{w}; expected {lo[0]}x{lo[1]} up to {hi[0]}x{hi[1]}"
+            except InputError as err:
+                return str(err)
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return [m for m in pool.map(one, jobs) if m]
+
+    def __repr__(self) -> str:
+        return (f"TileSet({self.source}, shape={self.shape}, dtype={self.spec.dtype}, "
+                f"tiles={self.tile_grid()} of {self.tile_shape()}, layers={self.layers})")
