@@ -1,0 +1,28 @@
+"""Pure per-chunk kernels (numpy in, numpy out): decoding and evaluation. No dask, zarr or pydantic."""
+
+from em_chunks.ops.agglomerate import MERGE_FUNCTIONS, agglomerate, parse_merge_function
+from em_chunks.ops.decode_reference import decode_volume, read_padded
+from em_chunks.ops.fragments import (
+    FragmentSummary,
+    FragmentTable,
+    fragment_chunk,
+    link_chunk,
+    resolve_fragments,
+)
+from em_chunks.ops.ids import IdLookup, pack_ids, relabel_chunk
+from em_chunks.ops.metrics import (
+    Contingency,
+    aggregate_contingency,
+    contingency,
+    merge_contingency,
+    scores,
+)
+from em_chunks.ops.params import DecodeParams
+from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk
+
+__all__ = [
+    "MERGE_FUNCTIONS", "Contingency", "DecodeParams", "EdgeHistograms", "FragmentSummary", "FragmentTable",
+    "IdLookup", "agglomerate", "aggregate_contingency", "contingency", "decode_volume", "fragment_chunk",
+    "link_chunk", "merge_contingency", "merge_histograms", "pack_ids", "parse_merge_function", "read_padded",
+    "region_graph_chunk", "relabel_chunk", "resolve_fragments", "scores",
+]
