@@ -72,3 +72,18 @@ def test_more_pieces_than_voxels_is_refused():
     with pytest.raises(InputError, match="only 3 voxels"):
         ChunkGrid((3, 10, 10), (4, 1, 1))
     assert parse_chunks("2, 4, 4", shape=(10, 10, 10)) == (2, 4, 4)
+
+
+@pytest.mark.parametrize("shape,pieces", [((250, 250, 250), (2, 4, 4)), ((20, 64, 64), (3, 2, 5)), ((7, 9, 300), (7, 3, 3))])
+def test_storage_aligned_grid_cores_are_whole_storage_chunks(shape, pieces):
+    from em_chunks.geometry import storage_aligned
+
+    store = storage_aligned(shape, pieces)
+    grid = ChunkGrid(shape, pieces, align=store)
+    cover = np.zeros(shape, dtype=int)
+    for chunk in grid:
+        assert not chunk.core.empty
+        for b, e, c, length in zip(chunk.core.begin, chunk.core.end, store, shape):
+            assert b % c == 0 and (e % c == 0 or e == length)
+        cover[chunk.core.slices()] += 1
+    assert (cover == 1).all()

@@ -34,3 +34,8 @@ def _root(
 
 # ---- command registration (one line per command module) ---------------------------------------
 from em_chunks.cli.tileset import tileset_app; app.add_typer(tileset_app, name="tileset")
+from em_chunks.cli.decode import decode_command, evaluate_command  # noqa: E402
+
+app.command("decode")(decode_command)
+app.command("evaluate")(evaluate_command)
+from em_chunks.cli.train import train_command; app.command("train")(train_command)

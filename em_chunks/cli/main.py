@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``emchunks``; :class:`InputError` (and malformed config) print one line and exit 2."""
-    from em_chunks.errors import InputError
+    from em_chunks.errors import ChunkFailure, InputError
 
     try:
         from em_chunks.cli.app import app
@@ -16,6 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ChunkFailure as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except SystemExit as exc:  # typer/click exits with the command's code
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

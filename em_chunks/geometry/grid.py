@@ -36,6 +36,34 @@ def split_axis(length: int, pieces: int) -> list[int]:
     return [(i * length) // pieces for i in range(pieces + 1)]
 
 
+def snapped_split(length: int, pieces: int, align: int = 1) -> list[int]:
+    """:func:`split_axis` with interior boundaries rounded to the nearest multiple of ``align``.
+
+    Used so chunk cores are unions of whole storage chunks: no two tasks ever write one storage chunk.
+    """
+    bounds = split_axis(length, pieces)
+    if align == 1:
+        return bounds
+    return [0] + [min(length, ((b + align // 2) // align) * align) for b in bounds[1:-1]] + [length]
+
+
+def storage_aligned(shape: Sequence[int], pieces: Sequence[int], max_chunk: Sequence[int] = (64, 128, 128)) -> tuple[int, ...]:
+    """A storage chunk shape, per axis the largest power of two <= min(core size, max), whose multiples
+    can carry the chunk boundaries with no empty chunk (so the aligned grid exists)."""
+    out = []
+    for length, n, cap in zip(shape, pieces, max_chunk):
+        c = 1
+        while c * 2 <= min(length // n, cap):
+            c *= 2
+        while c > 1:
+            b = snapped_split(length, n, c)
+            if all(e > s for s, e in zip(b, b[1:])):
+                break
+            c //= 2
+        out.append(c)
+    return tuple(out)
+
+
 def parse_chunks(spec: str | Sequence[int], shape: Sequence[int] | None = None, name: str = "--chunks") -> tuple[int, ...]:
     """Parse and check a chunk spec such as ``"2,4,4"``; refuse zero, negative, non-integer or too many pieces."""
     if isinstance(spec, str):
@@ -71,6 +99,8 @@ class ChunkGrid:
     shape: tuple[int, ...]
     pieces: tuple[int, ...]
     halo: tuple[int, ...] = (0, 0, 0)
+    #: snap interior boundaries to multiples of this (per axis); 1 keeps the exact floor(i*L/n) split.
+    align: tuple[int, ...] = (1, 1, 1)
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -78,14 +108,22 @@ class ChunkGrid:
         halo = (int(self.halo),) * len(shape) if isinstance(self.halo, int) else tuple(int(h) for h in self.halo)
         if len(halo) != len(shape) or any(h < 0 for h in halo):
             raise InputError(f"halo {self.halo!r}: expected {len(shape)} non-negative integers")
+        align = (int(self.align),) * len(shape) if isinstance(self.align, int) else tuple(int(a) for a in self.align)
+        if len(align) != len(shape) or any(a < 1 for a in align):
+            raise ValueError(f"align {self.align!r}: expected {len(shape)} positive integers")
+        for length, n, a in zip(shape, pieces, align):
+            b = snapped_split(length, n, a)
+            if any(e <= s for s, e in zip(b, b[1:])):
+                raise ValueError(f"align {a} leaves an empty chunk when splitting {length} voxels in {n}")
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "pieces", pieces)
         object.__setattr__(self, "halo", halo)
+        object.__setattr__(self, "align", align)
 
     @property
     def bounds(self) -> tuple[list[int], ...]:
         """Per axis, the ``pieces + 1`` chunk boundaries."""
-        return tuple(split_axis(length, n) for length, n in zip(self.shape, self.pieces))
+        return tuple(snapped_split(length, n, a) for length, n, a in zip(self.shape, self.pieces, self.align))
 
     @property
     def dask_chunks(self) -> tuple[tuple[int, ...], ...]:

@@ -1,0 +1,69 @@
+"""``decode``: stored affinities -> segmentation (and metrics when labels are given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from distributed import Client
+
+from em_chunks.api.run import computing_run
+from em_chunks.config.decode import DecodeConfig
+from em_chunks.engine.decode import check_affinities, check_labels, run_decode
+from em_chunks.engine.source import Source
+from em_chunks.geometry import ChunkGrid, parse_chunks, storage_aligned
+from em_chunks.ops.params import DecodeParams
+
+
+def decode_params(config: DecodeConfig) -> DecodeParams:
+    """The ops-layer parameters of a validated decode config."""
+    return DecodeParams(
+        aff_threshold_low=config.aff_threshold[0],
+        aff_threshold_high=config.aff_threshold[1],
+        thresholds=tuple(sorted(config.thresholds)),
+        merge_function=config.merge_function,
+        dust_merge_size=config.dust_merge_size,
+        dust_remove_size=config.dust_remove_size,
+        channels=tuple(config.channels),
+    )
+
+
+def decode(
+    affinities: str | Path,
+    out: str | Path,
+    chunks: str | tuple[int, int, int] = (1, 1, 1),
+    config: Optional[DecodeConfig] = None,
+    labels: Optional[str | Path] = None,
+    *,
+    scheduler: Optional[str] = None,
+    workers: int = 2,
+    client: Optional[Client] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode (C,Z,Y,X) affinities chunk by chunk into ``out`` (OME-Zarr); returns the metrics.
+
+    Every input is checked before anything is written. A rerun with the same arguments resumes.
+    """
+    config = config or DecodeConfig()
+    params = decode_params(config)
+    src = Source.open(affinities)
+    check_affinities(src, params)
+    shape = src.spatial_shape
+    lab = Source.open(labels) if labels is not None else None
+    if lab is not None:
+        check_labels(lab, shape, what=f"affinities {src.path} (spatial shape)")
+    pieces = parse_chunks(chunks, shape)
+    grid = ChunkGrid(shape, pieces, align=storage_aligned(shape, pieces))
+    resolved = {
+        "affinities": str(Path(affinities).resolve()),
+        "shape": list(src.shape),
+        "chunks": list(pieces),
+        "labels": str(Path(labels).resolve()) if labels is not None else None,
+        "decode": config.model_dump(mode="json"),
+    }
+    with computing_run("decode", Path(out), resolved, scheduler=scheduler, workers=workers, client=client) as run:
+        run.metrics = run_decode(
+            run.client, src, Path(out), grid, params, labels=lab, record=run.record,
+            voxel_size=src.voxel_size(), progress=progress,
+        )
+    return run.metrics

@@ -1,0 +1,210 @@
+"""The distributed decode pipeline: affinities -> fragments -> region graph -> global agglomeration ->
+segmentation, one Dask task per chunk per stage, identical for any chunk grid (docs/decoding.md).
+
+Stages (each resumable; a chunk is done once its data and summary are written):
+  fragments     A: local watershed of the core, stored under ``work/fragments``      -> fragment summary
+  links         B: joins that cross the core's faces                                  -> id pairs
+  (client)      union-find over the links                                             -> fragment table
+  region-graph  C: edge statistics between canonical fragments (+ contingency vs labels)
+  (client)      global agglomeration over the merged region graph                     -> segment per fragment
+  segmentation  D: relabel the stored fragments                                       -> labels/segmentation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import zarr
+from distributed import Client
+
+from em_chunks.engine.record import RunRecord
+from em_chunks.engine.runner import run_stage
+from em_chunks.engine.source import Source
+from em_chunks.engine.state import RunState
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box, Chunk, ChunkGrid
+from em_chunks.io.ome_zarr import create_image, create_work_array, open_root
+from em_chunks.ops import metrics as M
+from em_chunks.ops.affinity import as_float_affinities
+from em_chunks.ops.agglomerate import agglomerate
+from em_chunks.ops.fragments import FragmentSummary, FragmentTable, fragment_chunk, link_chunk, resolve_fragments
+from em_chunks.ops.ids import IdLookup, relabel_chunk
+from em_chunks.ops.params import DecodeParams
+from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk
+
+SHORT_RANGE = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class DecodeTargets:
+    """Where one decode run reads and writes (all plain paths: this travels to the workers)."""
+
+    affinities: Source
+    fragments: str  # zarr array path (work/fragments)
+    segmentation: str  # zarr array path (labels/segmentation/0)
+    labels: Optional[Source] = None
+
+
+# ---- worker side: one function per stage ---------------------------------------------------------
+def _affs(t: DecodeTargets, box: Box, params: DecodeParams) -> np.ndarray:
+    return as_float_affinities(t.affinities.read(box, 0, channels=params.channels))
+
+
+def _kernel_params(params: DecodeParams) -> DecodeParams:
+    """The kernels see only the three channels that were read."""
+    return dataclasses.replace(params, channels=SHORT_RANGE)
+
+
+def _read_labels(path: str, box: Box, shape: Sequence[int]) -> np.ndarray:
+    arr = zarr.open_array(path, mode="r")
+    out = np.zeros(box.shape, np.uint64)
+    inside = box.intersect(Box.from_shape(shape))
+    if not inside.empty:
+        out[inside.slices(box)] = arr[inside.slices()]
+    return out
+
+
+def stage_fragments(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tuple[int, ...]) -> dict:
+    ctx = chunk.core.grow(1)
+    labels, s = fragment_chunk(_affs(t, ctx, params), chunk.core, ctx, chunk.id, _kernel_params(params), shape)
+    zarr.open_array(t.fragments, mode="r+")[chunk.core.slices()] = labels
+    return {"chunk_id": np.int64(s.chunk_id), "ids": s.ids, "sizes": s.sizes, "keys": s.keys}
+
+
+def stage_links(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tuple[int, ...]) -> dict:
+    ctx = chunk.core.grow(1)
+    pairs = link_chunk(_affs(t, ctx, params), _read_labels(t.fragments, ctx, shape), chunk.core, ctx, _kernel_params(params), shape)
+    return {"pairs": pairs}
+
+
+def stage_region_graph(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tuple[int, ...], lookup: IdLookup) -> dict:
+    ctx = chunk.core.grow(1)  # the kernel reads only the predecessor side
+    canon = lookup(_read_labels(t.fragments, ctx, shape))
+    edges = region_graph_chunk(_affs(t, ctx, params), canon, chunk.core, ctx, _kernel_params(params))
+    out = {f.name: getattr(edges, f.name) for f in dataclasses.fields(edges) if getattr(edges, f.name) is not None}
+    if t.labels is not None:
+        gt = t.labels.read(chunk.core, 0)
+        table = M.contingency(canon[chunk.core.slices(ctx)], gt)
+        out.update({"ct_seg": table.seg, "ct_gt": table.gt, "ct_count": table.count})
+    return out
+
+
+def stage_segmentation(chunk: Chunk, t: DecodeTargets, lookup: IdLookup) -> dict:
+    arr = zarr.open_array(t.fragments, mode="r")
+    seg = relabel_chunk(np.asarray(arr[chunk.core.slices()]), lookup)
+    zarr.open_array(t.segmentation, mode="r+")[chunk.core.slices()] = seg
+    return {"segments": np.int64(np.unique(seg[seg != 0]).size)}
+
+
+# ---- client side ---------------------------------------------------------------------------------
+def check_affinities(src: Source, params: DecodeParams) -> None:
+    if len(src.shape) != 4:
+        raise InputError(
+            f"{src.path}: affinities must have a channel axis (C, Z, Y, X) with at least 3 channels, got shape {src.shape}"
+        )
+    if max(params.channels) >= src.shape[0]:
+        raise InputError(f"{src.path}: decode.channels {list(params.channels)} need {max(params.channels) + 1} channels, the affinities have {src.shape[0]}")
+    if np.dtype(src.dtype) not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8), np.dtype(np.float16)):
+        raise InputError(f"{src.path}: affinities must be float32 in [0, 1] or uint8 0-255, got {src.dtype}")
+
+
+def check_labels(labels: Source, shape: Sequence[int], what: str = "segmentation") -> None:
+    if tuple(labels.shape) != tuple(shape):
+        raise InputError(f"{labels.path}: labels have shape {tuple(labels.shape)} but the {what} has {tuple(shape)}; expected equal shapes")
+
+
+def _table_from(summaries: dict[int, Any], links: dict[int, Any]) -> FragmentTable:
+    frag = [FragmentSummary(int(s["chunk_id"]), s["ids"], s["sizes"], s["keys"]) for _, s in sorted(summaries.items())]
+    return resolve_fragments(frag, [links[k]["pairs"] for k in sorted(links)])
+
+
+def _edges_from(summaries: dict[int, Any]) -> EdgeHistograms:
+    names = [f.name for f in dataclasses.fields(EdgeHistograms)]
+    parts = [EdgeHistograms(**{n: s[n] for n in names if n in s}) for _, s in sorted(summaries.items())]
+    return merge_histograms(parts)
+
+
+def merged_contingency(summaries: Any) -> M.Contingency:
+    """Sum the per-chunk fragment-vs-labels tables carried in region-graph summaries."""
+    return M.merge_contingency([M.Contingency(s["ct_seg"], s["ct_gt"], s["ct_count"]) for s in summaries])
+
+
+def fragment_to_segment(table: FragmentTable, segment_of: np.ndarray) -> IdLookup:
+    """canonical fragment id -> segment id, as a lookup (ids sorted for searchsorted)."""
+    order = np.argsort(table.ids, kind="stable")
+    return IdLookup(table.ids[order], np.asarray(segment_of, np.uint64)[order])
+
+
+def run_decode(
+    client: Client,
+    affinities: Source,
+    out: Path,
+    grid: ChunkGrid,
+    params: DecodeParams,
+    *,
+    labels: Optional[Source] = None,
+    record: Optional[RunRecord] = None,
+    voxel_size: Optional[Sequence[float]] = None,
+    storage_chunks: Optional[Sequence[int]] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode ``affinities`` into ``out`` (an OME-Zarr group) on ``client``; return the metrics dict.
+
+    ``grid`` must be aligned to ``storage_chunks`` (see :func:`em_chunks.geometry.storage_aligned`).
+    The caller has claimed ``out`` for this configuration (:meth:`RunState.claim`).
+    """
+    shape = tuple(grid.shape)
+    state = RunState(out)
+    root = open_root(out)
+    store = tuple(storage_chunks) if storage_chunks else tuple(grid.align)
+    frag_arr = create_work_array(root, "fragments", shape, np.uint64, store)
+    seg_arr = create_image(root, "segmentation", shape, np.uint64, store, voxel_size, label=True)
+    t = DecodeTargets(affinities, f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}", labels)
+    chunks = list(grid)
+    kw = dict(record=record, progress=progress)
+
+    frag = run_stage(client, state, "fragments", chunks, stage_fragments, lambda c: (t, params, shape), **kw)
+    links = run_stage(client, state, "links", chunks, stage_links, lambda c: (t, params, shape), **kw)
+    t0 = time.perf_counter()
+    table = _table_from(frag, links)
+    del frag, links
+    t_join = time.perf_counter() - t0
+
+    def lookup_rg(c: Chunk) -> tuple:
+        ids = [c.id] + [n.id for n in grid.neighbours(c)]
+        return (t, params, shape, table.canonical_lookup(ids))
+
+    rg = run_stage(client, state, "region-graph", chunks, stage_region_graph, lookup_rg, **kw)
+    t0 = time.perf_counter()
+    edges = _edges_from(rg)
+    segment_of = agglomerate(
+        table, edges, params.thresholds, params.merge_function, params.init_with_max,
+        params.dust_merge_size, params.dust_remove_size,
+    )
+    t_agg = time.perf_counter() - t0
+    first = segment_of[0]
+
+    run_stage(client, state, "segmentation", chunks, stage_segmentation, lambda c: (t, table.segment_lookup(first, [c.id])), **kw)
+
+    metrics: dict[str, Any] = {
+        "fragments": int(len(table)),
+        "region_graph_edges": int(len(edges)),
+        "segments": int(np.unique(first[first != 0]).size),
+        "client_seconds": {"join": round(t_join, 4), "agglomerate": round(t_agg, 4)},
+        "threshold": params.thresholds[0],
+    }
+    if labels is not None:
+        ct = merged_contingency(rg.values())
+        per_threshold = []
+        for thr, seg_of in zip(params.thresholds, segment_of):
+            scores = M.scores(M.aggregate_contingency(ct, fragment_to_segment(table, seg_of)))
+            per_threshold.append({"threshold": thr, **scores})
+        metrics.update({k: v for k, v in per_threshold[0].items() if k != "threshold"})
+        if len(per_threshold) > 1:
+            metrics["per_threshold"] = per_threshold
+    return metrics

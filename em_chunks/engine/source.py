@@ -1,0 +1,109 @@
+"""A picklable handle to an input volume that a worker opens and reads box by box.
+
+Tile JSONs are read with :meth:`TileSet.read` (direct tile reads, padding by the boundary mode); TIFF
+and zarr through :func:`open_volume`'s lazy array, computed synchronously on the worker for one box.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box
+
+
+def _is_tiles(path: str) -> bool:
+    return path.lower().endswith(".json")
+
+
+@lru_cache(maxsize=8)
+def _tileset(path: str, mtime: float, fill_missing: Optional[float]) -> Any:
+    from em_chunks.io.tileset import TileSet
+
+    return TileSet.from_json(path, fill_missing=fill_missing)
+
+
+def _open(path: str, key: Optional[str], fill_missing: Optional[float] = None) -> Any:
+    if _is_tiles(path):
+        return _tileset(path, os.path.getmtime(path), fill_missing)
+    from em_chunks.io.volume import open_volume
+
+    return open_volume(path, key=key)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a volume lives (``path``, optional ``key``/layer) and its shape and dtype."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    key: Optional[str] = None
+    fill_missing: Optional[float] = None
+
+    @classmethod
+    def open(cls, path: str | Path, key: Optional[str] = None, *, fill_missing: Optional[float] = None) -> "Source":
+        p = str(path)
+        if not _is_tiles(p) and not p.rstrip("/").endswith(".zarr") and not Path(p).exists():
+            raise InputError(f"{p}: file not found")
+        handle = _open(p, key, fill_missing)
+        if _is_tiles(p):
+            layer = key or "image"
+            if layer not in handle.layers:
+                raise InputError(f"{p}: has no '{layer}' layer (it has: {', '.join(handle.layers)})")
+            return cls(p, tuple(handle.shape), str(np.dtype(handle.dtype(layer))), layer, fill_missing)
+        return cls(p, tuple(int(s) for s in handle.shape), str(handle.dtype), key, fill_missing)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(self.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int:
+        return int(self.shape[0]) if len(self.shape) == 4 else 0
+
+    def voxel_size(self) -> Optional[tuple[float, float, float]]:
+        try:
+            from em_chunks.io.volume import voxel_size_of
+
+            return voxel_size_of(self.path, key=self.key) if not _is_tiles(self.path) else _open(self.path, None, self.fill_missing).voxel_size
+        except Exception:
+            return None
+
+    def read(self, box: Box, boundary: str | float = 0, channels: Optional[Sequence[int]] = None) -> np.ndarray:
+        """Voxels of ``box`` (ZYX; a leading channel axis is kept, optionally only ``channels``),
+        padded outside the volume by ``boundary`` (a constant, or a mode of :mod:`em_chunks.io.padding`)."""
+        handle = _open(self.path, self.key, self.fill_missing)
+        if _is_tiles(self.path):
+            mode = boundary if isinstance(boundary, str) else float(boundary)
+            return handle.read(box, boundary=mode, layer=self.key or "image")
+        inside = box.intersect(Box.from_shape(self.spatial_shape))
+        lead: tuple = ()
+        lead_shape: tuple[int, ...] = ()
+        if len(self.shape) == 4:
+            lead = (list(channels),) if channels is not None else (slice(None),)
+            lead_shape = (len(channels) if channels is not None else self.shape[0],)
+        if not inside.empty:
+            data = handle[(slice(None),) + inside.slices()] if lead else handle[inside.slices()]
+            data = np.asarray(data.compute(scheduler="sync") if hasattr(data, "compute") else data)
+            if lead and channels is not None:
+                data = data[list(channels)]
+            if inside == box:
+                return data
+        if inside.empty or not isinstance(boundary, str):
+            value = 0 if isinstance(boundary, str) else boundary
+            out = np.full(lead_shape + box.shape, value, dtype=self.dtype)
+            if not inside.empty:
+                out[(slice(None),) * len(lead) + inside.slices(box)] = data
+            return out
+        from em_chunks.io.padding import pad
+
+        before = [i - b for i, b in zip(inside.begin, box.begin)]
+        after = [b - i for i, b in zip(inside.end, box.end)]
+        return pad(data, [(0, 0)] * len(lead) + list(zip(before, after)), boundary)
