@@ -19,6 +19,10 @@ _API = {
     "InputError": "em_chunks.errors",
     "TileSet": "em_chunks.io.tileset",
     "open_volume": "em_chunks.io.volume",
+    "TrainConfig": "em_chunks.learn.config",
+    "train": "em_chunks.learn.trainer",
+    "build_model": "em_chunks.learn.models",
+    "load_checkpoint": "em_chunks.learn.checkpoint",
     "voxel_size_of": "em_chunks.io.volume",
     "make_tileset": "em_chunks.io.tileset_make",
 }

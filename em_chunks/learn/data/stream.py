@@ -60,7 +60,8 @@ def chunk_tasks(volumes: Sequence[TrainingVolume], pieces: Sequence[int], in_sha
         c = int(orders[v].pop())
         chunk = grids[v].chunk(c)
         context = chunk.context.intersect(grids[v].volume)
-        yield ChunkTask(v, c, passes[v], chunk.core, context)
+        origin = volumes[v].box.offset  # grids cover the volume's roi; tasks speak volume coordinates
+        yield ChunkTask(v, c, passes[v], chunk.core.shift(origin), context.shift(origin))
 
 
 class BatchStream:

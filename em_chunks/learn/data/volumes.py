@@ -2,13 +2,13 @@
 
 Only references cross the scheduler; each worker opens the volume itself (cached per process) and reads
 the box it needs, so memory is bounded by the chunk, not the volume. Tile JSON, TIFF and zarr open through
-``em_chunks.open_volume`` (lazy dask arrays); a TIFF opens with tifffile while that is unavailable.
+``em_chunks.open_volume`` (lazy dask arrays), a tile JSON layer through ``TileSet.read`` (only the
+tiles a box touches are decoded).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -36,64 +36,39 @@ def _is_tile_json(path: str) -> bool:
     return path.lower().endswith(".json")
 
 
+@functools.lru_cache(maxsize=16)
+def _tileset(path: str):
+    from em_chunks.io.tileset import TileSet
+
+    return TileSet.from_json(path)
+
+
 def json_layers(path: str) -> set[str]:
     """The layers (``image``, ``label``, ``valid_mask``) a tile JSON names."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable tile JSON ({err.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: a tile JSON must be an object with an 'image' key")
-    return {k for k in LAYERS if data.get(k)}
+    return set(_tileset(path).layers)
 
 
-def _open_tile_layer(path: str, layer: str) -> Any:
-    """A lazy array of one layer of a tile JSON (through the io package's TileSet)."""
-    try:
-        from em_chunks.io.tileset import TileSet
-    except ImportError:
-        raise InputError(f"{path}: reading tile JSON needs em_chunks.io.tileset, which this build lacks") from None
-    ts = TileSet.from_json(path)
-    for name in (layer, "labels" if layer == "label" else layer):
-        getter = getattr(ts, "layer", None)
-        if callable(getter):
-            try:
-                return getter(name).to_dask()
-            except (KeyError, ValueError, TypeError):
-                pass
-        sub = getattr(ts, name, None)
-        if sub is not None:
-            return sub.to_dask() if hasattr(sub, "to_dask") else sub
-    if layer == "image":
-        return ts.to_dask()
-    raise InputError(f"{path}: tile JSON has no '{layer}' layer")
+class _TileLayer:
+    """One layer of a tile JSON, sliced by reading only the tiles a box touches (no dask graph)."""
+
+    def __init__(self, path: str, layer: str) -> None:
+        self.tiles, self.layer = _tileset(path), layer
+        if layer not in self.tiles.layers:
+            raise InputError(f"{path}: tile JSON has no '{layer}' key (it has {', '.join(self.tiles.layers)})")
+        self.shape, self.dtype = self.tiles.shape, self.tiles.dtype(layer)
+
+    def __getitem__(self, slices) -> np.ndarray:
+        return self.tiles.read(Box.from_slices(slices), boundary="none", layer=self.layer)
 
 
 @functools.lru_cache(maxsize=16)
 def open_ref(ref: VolumeRef) -> Any:
     """Open ``ref`` as an array-like with ``.shape``, ``.dtype`` and box slicing (cached per process)."""
-    path = ref.path
-    if not Path(path).exists():
-        raise InputError(f"{path}: volume not found")
-    if _is_tile_json(path):
-        return _open_tile_layer(path, ref.layer)
-    try:
-        from em_chunks.io.volume import open_volume
-    except ImportError:
-        open_volume = None
-    if open_volume is not None:
-        return open_volume(path)
-    suffix = Path(path).suffix.lower()
-    if suffix in (".tif", ".tiff"):
-        import tifffile
+    if _is_tile_json(ref.path):
+        return _TileLayer(ref.path, ref.layer)
+    from em_chunks.io.volume import open_volume
 
-        arr = tifffile.imread(path)
-        return arr
-    if suffix == ".zarr" or Path(path).is_dir():
-        import zarr
-
-        return zarr.open_array(path, mode="r")
-    raise InputError(f"{path}: unsupported volume, expected a tile JSON, a TIFF stack or a zarr array")
+    return open_volume(ref.path)
 
 
 def volume_shape(ref: VolumeRef) -> tuple[int, ...]:
@@ -122,10 +97,17 @@ class TrainingVolume:
     label: VolumeRef
     valid: Optional[VolumeRef] = None
     weight: float = 1.0
+    #: train on this part only (e.g. keep the rest for validation); None = the whole volume
+    roi: Optional[Box] = None
+
+    @property
+    def box(self) -> Box:
+        """The region samples are drawn from, in volume coordinates."""
+        return self.roi if self.roi is not None else Box.from_shape(volume_shape(self.image))
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return volume_shape(self.image)
+        return self.box.shape
 
     def refs(self) -> dict[str, VolumeRef]:
         out = {"image": self.image, "label": self.label}
@@ -140,10 +122,13 @@ class TrainingVolume:
             other = volume_shape(ref)
             if other != shape:
                 raise InputError(f"{ref}: {name} shape {other} differs from image {self.image} shape {shape}")
+        if self.roi is not None and (self.roi.empty or not Box.from_shape(shape).contains(self.roi)):
+            raise InputError(f"{self.image}: roi {self.roi} is empty or outside the volume of shape {shape}")
         return self
 
 
-def training_volume(image: str, labels: Optional[str] = None, valid: Optional[str] = None, weight: float = 1.0) -> TrainingVolume:
+def training_volume(image: str, labels: Optional[str] = None, valid: Optional[str] = None, weight: float = 1.0,
+                    roi: Optional[Box] = None) -> TrainingVolume:
     """Resolve where labels come from: ``labels`` if given, else the ``label`` layer of a tile JSON."""
     image = str(image)
     if not Path(image).exists():
@@ -169,4 +154,4 @@ def training_volume(image: str, labels: Optional[str] = None, valid: Optional[st
         valid_ref = VolumeRef(str(valid), layer)
     elif "valid_mask" in layers:
         valid_ref = VolumeRef(image, "valid_mask")
-    return TrainingVolume(VolumeRef(image, "image"), label_ref, valid_ref, float(weight)).check()
+    return TrainingVolume(VolumeRef(image, "image"), label_ref, valid_ref, float(weight), roi).check()

@@ -1,0 +1,299 @@
+"""The training loop: batches from the chunk stream, AdamW + schedule, losses by name, checkpoints.
+
+``train(config, out_dir, client=...)`` is what ``emchunks train`` calls and what a notebook calls. On CUDA
+it uses pinned memory + non-blocking copies, bfloat16 autocast and (if asked) ``torch.compile``; on a CPU
+it runs the same loop in float32. Every ``checkpoint_every`` iterations it writes ``last.pt`` and a
+numbered checkpoint, keeping the ``keep_best`` best (by validation loss when validation volumes are
+configured, else by the mean training loss since the previous checkpoint), and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box
+from em_chunks.learn.checkpoint import read_checkpoint, save_checkpoint
+from em_chunks.learn.config import TrainConfig, VolumeSection
+from em_chunks.learn.data import BatchSpec, BatchStream, Rejection, local_batches, training_volume
+from em_chunks.learn.losses import CombinedLoss
+from em_chunks.learn.models import build_model
+from em_chunks.learn.schedule import lr_factor
+
+
+def resolve_volumes(sections: list[VolumeSection]):
+    """TrainingVolume objects (shapes checked) from config sections."""
+    out = []
+    for v in sections:
+        roi = None
+        if getattr(v, "roi", None) is not None:
+            roi = Box.from_bounds(v.roi[0], v.roi[1])
+        out.append(training_volume(v.image, v.label, v.valid_mask, v.weight, roi))
+    return out
+
+
+def batch_spec(config: TrainConfig, augment: bool = True) -> BatchSpec:
+    d = config.data
+    rej = Rejection(d.rejection.size_thres, d.rejection.p, d.rejection.min_valid_ratio)
+    return BatchSpec(tuple(d.patch), d.batch_size, tuple(tuple(o) for o in d.offsets),
+                     dict(config.augment) if augment else {}, rej, d.dims)
+
+
+def make_model(config: TrainConfig) -> torch.nn.Module:
+    cfg = {"in_channels": 1, "out_channels": len(config.data.offsets), "dims": config.data.dims, **config.model.config}
+    model = build_model(config.model.architecture, **cfg)
+    patch = config.data.patch[-model.dims:]
+    bad = [p for p, m in zip(patch, model.size_multiple) if p % m]
+    if bad:
+        raise InputError(
+            f"train.data.patch {tuple(config.data.patch)}: {config.model.architecture} needs spatial sizes that are "
+            f"multiples of {model.size_multiple}"
+        )
+    return model
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Numpy batch -> float tensors on ``device`` (pinned + non-blocking copies on CUDA)."""
+    out = []
+    for key in ("image", "target", "mask"):
+        t = torch.from_numpy(batch[key])
+        if device.type == "cuda":
+            t = t.pin_memory().to(device, non_blocking=True)
+        out.append(t.float())
+    return out[0], out[1], out[2]
+
+
+class Checkpoints:
+    """Numbered checkpoints in ``out_dir``, keeping the ``keep`` best by score (lower is better)."""
+
+    def __init__(self, out_dir: Path, keep: int, records: Optional[list[dict]] = None) -> None:
+        self.out_dir, self.keep = out_dir, keep
+        self.records = list(records or [])  # [{"iteration", "score", "path"}]
+
+    def add(self, path: Path, iteration: int, score: float) -> None:
+        self.records.append({"iteration": iteration, "score": float(score), "path": path.name})
+        self.records.sort(key=lambda r: (math.inf if math.isnan(r["score"]) else r["score"], -r["iteration"]))
+        for r in self.records[self.keep:]:
+            (self.out_dir / r["path"]).unlink(missing_ok=True)
+        self.records = self.records[: self.keep]
+        best = self.out_dir / self.records[0]["path"]
+        if best.exists():
+            shutil.copyfile(best, self.out_dir / "best.pt")
+
+
+def _tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard not installed: scalars still go to metrics.json
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def _progress(enabled: bool, total: int, start: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeRemainingColumn(), transient=False)
+    task = prog.add_task("train", total=total, completed=start, info="")
+    return prog, task
+
+
+@torch.no_grad()
+def evaluate_loss(model, batches, device, loss_fn, iteration, amp_ctx) -> float:
+    was_training = model.training
+    model.eval()
+    values = []
+    for b in batches:
+        x, y, m = to_device(b, device)
+        with amp_ctx():
+            logits = model(x)
+        values.append(float(loss_fn(logits, y, m, iteration)[0]))
+    model.train(was_training)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    client: Any = None,
+    iterations: Optional[int] = None,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train a model as ``config`` says, writing checkpoints and ``metrics.json`` to ``out_dir``.
+
+    ``client``: a ``distributed.Client`` whose workers load chunks and make batches; ``None`` makes
+    them in this process (same batches, no prefetch: for tests and debugging). ``resume``: continue from
+    ``out_dir/last.pt`` (model, optimizer, iteration, loss history). Returns the metrics dict.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    total = int(iterations or config.iterations)
+    if not config.data.volumes:
+        raise InputError("train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)")
+    volumes = resolve_volumes(config.data.volumes)
+    val_volumes = resolve_volumes(config.data.validation)
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    cuda = device.type == "cuda"
+    model = make_model(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay,
+                            betas=config.optimizer.betas)
+    metrics: dict[str, Any] = {"loss": [], "lr": [], "validation": [], "checkpoints": []}
+    start = 0
+    if resume:
+        last = out / "last.pt"
+        if not last.exists():
+            raise InputError(f"{out}: --resume given but there is no last.pt to resume from")
+        state = read_checkpoint(last, map_location=device)
+        if state["architecture"] != model.architecture:
+            raise InputError(f"{last}: made with architecture {state['architecture']!r}, the config says {model.architecture!r}")
+        model.load_state_dict(state["state_dict"])
+        if state.get("optimizer"):
+            opt.load_state_dict(state["optimizer"])
+        start = int(state["iteration"])
+        metrics.update({k: v for k, v in (state.get("metrics") or {}).items() if k in metrics})
+        log(f"resumed from {last} at iteration {start}")
+    ckpts = Checkpoints(out, config.keep_best, metrics.get("checkpoints"))
+    use_amp = cuda and config.amp
+    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    step_model = torch.compile(model) if (cuda and config.compile) else model
+    loss_fn = CombinedLoss(config.loss)
+    spec = batch_spec(config)
+    pieces = tuple(config.data.chunks)
+    # a resumed run continues with fresh samples rather than replaying the first ones
+    seed = config.seed + 1000003 * start
+    if client is not None:
+        stream = BatchStream(client, volumes, spec, pieces, config.data.chunk_iter, seed, config.data.window)
+        batches: Iterator = iter(stream)
+    else:
+        stream = None
+        batches = local_batches(volumes, spec, pieces, config.data.chunk_iter, seed)
+    val_batches = []
+    if val_volumes:
+        gen = local_batches(val_volumes, batch_spec(config, augment=False), (1, 1, 1), 10**9, seed=12345)
+        val_batches = [next(gen) for _ in range(config.data.validation_batches)]
+    writer = _tensorboard(out)
+    bar = _progress(progress, total, start)
+    train_config = config.model_dump(mode="json")
+    offsets = [list(o) for o in config.data.offsets]
+
+    def save(iteration: int) -> None:
+        recent = [l for i, l in metrics["loss"] if i > (ckpts.records[-1]["iteration"] if ckpts.records else -1)] or [math.nan]
+        score = metrics["validation"][-1][1] if metrics["validation"] else float(np.mean(recent[-50:]))
+        kwargs = dict(train_config=train_config, iteration=iteration, optimizer=opt, offsets=offsets)
+        path = save_checkpoint(out / f"checkpoint-{iteration:07d}.pt", model, metrics={"score": score}, **kwargs)
+        ckpts.add(path, iteration, score)
+        metrics["checkpoints"] = ckpts.records
+        save_checkpoint(out / "last.pt", model, metrics=metrics, **kwargs)
+        write_metrics(out, metrics, extra)
+
+    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": step_model is not model,
+                             "iterations": total, "batch_size": spec.batch_size, "patch": list(spec.out_shape)}
+    model.train()
+    t0 = time.perf_counter()
+    wait = 0.0
+    it = start
+    try:
+        if bar:
+            bar[0].start()
+        for it in range(start, total):
+            tw = time.perf_counter()
+            batch = next(batches)
+            wait += time.perf_counter() - tw
+            x, y, m = to_device(batch, device)
+            factor = lr_factor(it, total, config.optimizer.scheduler, config.optimizer.warmup,
+                               config.optimizer.min_lr_ratio, config.optimizer.restart_period, config.optimizer.restart_mult)
+            for g in opt.param_groups:
+                g["lr"] = config.optimizer.lr * factor
+            with amp_ctx():
+                logits = step_model(x)
+            loss, parts = loss_fn(logits, y, m, it)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.optimizer.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+            opt.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise RuntimeError(f"loss became {value} at iteration {it}; lower train.optimizer.lr")
+            metrics["loss"].append([it + 1, value])
+            if (it + 1) % config.log_every == 0 or it + 1 == total:
+                metrics["lr"].append([it + 1, config.optimizer.lr * factor])
+                if writer:
+                    writer.add_scalar("loss/train", value, it + 1)
+                    for k, v in parts.items():
+                        writer.add_scalar(f"loss/{k}", v, it + 1)
+                    writer.add_scalar("lr", config.optimizer.lr * factor, it + 1)
+                    _preview(writer, x, y, logits, it + 1)
+            if val_batches and config.validate_every and ((it + 1) % config.validate_every == 0 or it + 1 == total):
+                v = evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)
+                metrics["validation"].append([it + 1, v])
+                if writer:
+                    writer.add_scalar("loss/validation", v, it + 1)
+            if bar:
+                recent = np.mean([l for _, l in metrics["loss"][-20:]])
+                bar[0].update(bar[1], completed=it + 1, info=f"loss {recent:.4f}")
+            if (it + 1) % config.checkpoint_every == 0 or it + 1 == total:
+                if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == it + 1):
+                    metrics["validation"].append([it + 1, evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)])
+                elapsed = time.perf_counter() - t0
+                done = it + 1 - start
+                extra.update({"iterations_per_s": done / elapsed, "samples_per_s": done * spec.batch_size / elapsed,
+                              "loader_wait_fraction": wait / elapsed, "elapsed_s": elapsed})
+                save(it + 1)
+    finally:
+        if bar:
+            bar[0].stop()
+        if writer:
+            writer.close()
+        if hasattr(batches, "close"):
+            batches.close()
+    elapsed = time.perf_counter() - t0
+    done = max(total - start, 0)
+    extra.update({"iterations_per_s": done / elapsed if elapsed else 0.0,
+                  "samples_per_s": done * spec.batch_size / elapsed if elapsed else 0.0,
+                  "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed})
+    if stream is not None:
+        extra["loader"] = dict(stream.stats)
+    write_metrics(out, metrics, extra)
+    return {**metrics, **extra}
+
+
+def _preview(writer, x, y, logits, step: int) -> None:
+    """Middle section of raw / target / prediction (first affinity channel) as TensorBoard images."""
+    if x.ndim == 5:
+        z = x.shape[2] // 2
+        raw, tgt, pred = x[0, 0, z], y[0, 0, z], torch.sigmoid(logits[0, 0, z].float())
+    else:
+        raw, tgt, pred = x[0, 0], y[0, 0], torch.sigmoid(logits[0, 0].float())
+    for name, img in (("raw", raw), ("target", tgt), ("prediction", pred)):
+        writer.add_image(f"preview/{name}", img.detach().cpu()[None], step)
+
+
+def write_metrics(out: Path, metrics: dict, extra: dict) -> None:
+    """metrics.json: loss history, learning rate, validation, checkpoints, throughput (atomic write)."""
+    data = {**metrics, **extra}
+    tmp = out / f".metrics.{os.getpid()}.json"
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    os.replace(tmp, out / "metrics.json")
