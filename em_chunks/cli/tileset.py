@@ -28,13 +28,14 @@ def make_command(
     label_key: Annotated[Optional[str], typer.Option("--label-key", help="Array inside the labels' zarr group.")] = None,
     pad_edges: Annotated[bool, typer.Option("--pad-edges", help="Write full-size edge tiles padded with 0.")] = False,
     absolute_paths: Annotated[bool, typer.Option("--absolute-paths", help="Absolute tile paths in the JSON (for PyTC).")] = False,
+    crop: Annotated[Optional[str], typer.Option("--crop", help="Tile only this part, z0:z1,y0:y1,x0:x1.")] = None,
 ) -> None:
     """Write VOLUME (and --labels) as PNG tiles, one folder per section, plus a PyTC tile JSON."""
     from em_chunks.io.tileset import TileSet
     from em_chunks.io.tileset_make import make_tileset
 
     path = make_tileset(volume, out_dir, labels=labels, tile_size=tile_size, key=key, label_key=label_key,
-                        pad_edges=pad_edges, absolute_paths=absolute_paths)
+                        pad_edges=pad_edges, absolute_paths=absolute_paths, crop=crop)
     ts = TileSet.from_json(path)
     rows, cols = ts.tile_grid()
     typer.echo(f"wrote {path}: shape {ts.shape} {ts.spec.dtype}, {rows}x{cols} tiles of {tile_size} per section, "

@@ -77,15 +77,22 @@ def make_tileset(
     label_format: LabelFormat = "auto",
     absolute_paths: bool = False,
     voxel_size: Optional[Sequence[float]] = None,
+    crop: Optional[Sequence[slice] | str] = None,
     json_name: str = "tiles.json",
     workers: int = 2,
 ) -> Path:
     """Write ``volume`` (and optional ``labels``/``valid_mask``) as PNG tiles and a PyTC tile JSON.
 
     Returns the JSON's path. Image voxels must be uint8 or uint16 (what PNG holds); label ids must be
-    non-negative and below 2**24 (VAST RGB).
+    non-negative and below 2**24 (VAST RGB). ``crop`` (slices, or text such as ``"0:8,0:96,0:96"``) tiles
+    only that part of every layer.
     """
+    slices = parse_crop(crop) if isinstance(crop, str) else (tuple(crop) if crop is not None else None)
     image = _as_array(volume, key, "volume")
+    if slices is not None:
+        image = image[slices]
+    if 0 in tuple(image.shape):
+        raise InputError(f"crop {crop!r}: selects nothing of a volume of shape {tuple(_as_array(volume, key, 'volume').shape)}")
     depth, height, width = (int(s) for s in image.shape)
     th, tw = (int(tile_size),) * 2 if isinstance(tile_size, (int, np.integer)) else tuple(int(t) for t in tile_size)
     if th <= 0 or tw <= 0:
@@ -97,6 +104,10 @@ def make_tileset(
         layers["label"] = _as_array(labels, label_key, "labels")
     if valid_mask is not None:
         layers["valid_mask"] = _as_array(valid_mask, None, "valid_mask")
+    if slices is not None:
+        for name in ("label", "valid_mask"):
+            if name in layers:
+                layers[name] = layers[name][slices]
     for name, arr in layers.items():
         if tuple(arr.shape) != (depth, height, width):
             raise InputError(f"{name}: shape {tuple(arr.shape)}; expected the volume's shape {(depth, height, width)}")
@@ -173,6 +184,21 @@ def make_tileset(
     path = out / json_name
     path.write_text(json.dumps(meta, indent=1) + "\n")
     return path
+
+
+def parse_crop(text: str) -> tuple[slice, slice, slice]:
+    """``"z0:z1,y0:y1,x0:x1"`` (any bound may be empty) as three slices."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 3 or any(p.count(":") != 1 for p in parts):
+            raise ValueError
+        out = []
+        for p in parts:
+            a, b = p.split(":")
+            out.append(slice(int(a) if a else None, int(b) if b else None))
+    except ValueError:
+        raise InputError(f"--crop {text!r}: expected z0:z1,y0:y1,x0:x1 such as 0:8,0:96,0:96") from None
+    return tuple(out)  # type: ignore[return-value]
 
 
 def _minmax(arr) -> tuple[int, int]:

@@ -17,7 +17,8 @@ import numpy as np
 from em_chunks.errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-TARGET_BYTES = 64 << 20  # per dask block of a TIFF stack
+TARGET_BYTES = 64 << 20  # per dask block of a TIFF stack ...
+MAX_PAGES = 32  # ... and at most this many pages, so a crop of a few sections reads only a few pages
 
 
 def _kind(path: Path) -> str:
@@ -98,7 +99,7 @@ def _open_tiff(p: Path):
     token = tokenize(str(p.resolve()), p.stat().st_mtime, shape, str(dtype))
     name = f"tiff-{token}"
     if pages == int(np.prod(lead)) and page_shapes <= {plane}:
-        per = max(1, min(shape[-3], TARGET_BYTES // max(1, plane[0] * plane[1] * dtype.itemsize)))
+        per = max(1, min(shape[-3], MAX_PAGES, TARGET_BYTES // max(1, plane[0] * plane[1] * dtype.itemsize)))
         zchunks = da.core.normalize_chunks((per,), (shape[-3],))[0]
         chunks = tuple((1,) * n for n in lead[:-1]) + (zchunks, (plane[0],), (plane[1],))
         zstarts = np.concatenate([[0], np.cumsum(zchunks)]).astype(int)
