@@ -1,0 +1,185 @@
+"""The distributed decode on a real LocalCluster: chunk-grid invariance, exact metrics, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import zarr
+from skimage.metrics import adapted_rand_error, variation_of_information
+
+from conftest import same_partition
+from em_chunks.api.decode import decode
+from em_chunks.api.evaluate import evaluate
+from em_chunks.cli.main import main
+from em_chunks.config.decode import DecodeConfig
+from em_chunks.engine.state import RunState
+from em_chunks.errors import InputError
+from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
+
+GRIDS = ["1,1,1", "2,4,4", "3,2,5"]
+
+
+def _save(path, array):
+    zarr.save_array(str(path), array, zarr_format=3)
+    return path
+
+
+def _seg(out):
+    return zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:]
+
+
+def _seq(a):
+    """Consecutive ids for scikit-image, which allocates arrays as long as the largest id."""
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(np.asarray(a).astype(np.int64))[0]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synthetic")
+    _, labels = make_synthetic_em((24, 64, 64), seed=3)
+    affs = synthetic_affinities(labels, noise=0.15, seed=4).astype(np.float32)
+    return _save(d / "affs.zarr", affs), _save(d / "gt.zarr", labels.astype(np.uint32)), labels
+
+
+@pytest.fixture(scope="module")
+def fib(tmp_path_factory, fib_crop):
+    """Affinities derived from the real FIB-SEM labels, blurred and noisy, stored as uint8."""
+    from scipy.ndimage import gaussian_filter
+
+    _, labels = fib_crop
+    d = tmp_path_factory.mktemp("fib")
+    affs = synthetic_affinities(labels, noise=0.0, seed=0)
+    rng = np.random.default_rng(0)
+    affs = np.stack([gaussian_filter(a, 1.0) for a in affs]) + rng.normal(0, 0.1, affs.shape)
+    affs_u8 = np.clip(np.round(affs * 255), 0, 255).astype(np.uint8)
+    return _save(d / "affs.zarr", affs_u8), _save(d / "gt.zarr", labels), labels
+
+
+@pytest.mark.parametrize("data", ["synthetic", "fib"])
+def test_segmentation_is_identical_for_every_grid(data, request, cluster_client, tmp_path):
+    affs, gt, labels = request.getfixturevalue(data)
+    config = DecodeConfig(thresholds=(0.3, 0.5))
+    segs, metrics = {}, {}
+    for grid in GRIDS:
+        out = tmp_path / f"{grid}.zarr"
+        metrics[grid] = decode(affs, out, grid, config, gt, client=cluster_client, progress=False)
+        segs[grid] = _seg(out)
+        assert segs[grid].dtype == np.uint64
+    base = segs["1,1,1"]
+    assert np.unique(base).size > 10  # a real segmentation, not one blob
+    for grid in GRIDS[1:]:
+        assert same_partition(base, segs[grid]), grid
+        assert adapted_rand_error(_seq(base), _seq(segs[grid]), ignore_labels=())[0] == 0.0
+        for key in ("fragments", "segments", "region_graph_edges"):
+            assert metrics[grid][key] == metrics["1,1,1"][key], (grid, key)
+        for key in ("adapted_rand_error", "voi_split", "voi_merge"):
+            assert metrics[grid][key] == pytest.approx(metrics["1,1,1"][key], abs=1e-12), (grid, key)
+    # ids carry the chunk index in their high bits: several chunks' ids appear in a 2,4,4 run
+    assert np.unique(segs["2,4,4"][segs["2,4,4"] != 0] >> np.uint64(40)).size > 1
+
+
+def test_metrics_equal_scikit_image(synthetic, cluster_client, tmp_path):
+    affs, gt, labels = synthetic
+    out = tmp_path / "out.zarr"
+    m = decode(affs, out, "2,2,2", DecodeConfig(), gt, client=cluster_client, progress=False)
+    seg = _seq(_seg(out))
+    err, prec, rec = adapted_rand_error(labels.astype(np.int64), seg)
+    split, merge = variation_of_information(labels.astype(np.int64), seg, ignore_labels=[0])
+    assert abs(m["adapted_rand_error"] - err) < 1e-9
+    assert abs(m["adapted_rand_precision"] - prec) < 1e-9 and abs(m["adapted_rand_recall"] - rec) < 1e-9
+    assert abs(m["voi_split"] - split) < 1e-9 and abs(m["voi_merge"] - merge) < 1e-9
+    assert m["adapted_rand_error"] < 0.1  # mild noise: a good segmentation
+    # evaluate on its own, with another chunking, agrees too
+    e = evaluate(out, gt, "3,1,2", client=cluster_client)
+    assert abs(e["adapted_rand_error"] - err) < 1e-9 and abs(e["voi_merge"] - merge) < 1e-9
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["adapted_rand_error"] == m["adapted_rand_error"]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "complete" and {s["stage"] for s in record["stages"]} == {"fragments", "links", "region-graph", "segmentation"}
+    assert all(s["voxels_per_s"] > 0 for s in record["stages"])
+
+
+def test_resume_skips_done_chunks_and_ends_identical(synthetic, cluster_client, tmp_path, capsys):
+    affs, gt, _ = synthetic
+    ref = tmp_path / "ref.zarr"
+    decode(affs, ref, "2,2,2", client=cluster_client, progress=False)
+    out = tmp_path / "out.zarr"
+    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    # simulate a run killed during the last stage: half the chunks lost their data and marker
+    state = RunState(out)
+    arr = zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r+")
+    from em_chunks.geometry import ChunkGrid, storage_aligned
+
+    grid = ChunkGrid(arr.shape, (2, 2, 2), align=storage_aligned(arr.shape, (2, 2, 2)))
+    for chunk in list(grid)[:4]:
+        (state.stage_dir("segmentation") / f"{chunk.id}.npz").unlink()
+        arr[chunk.core.slices()] = 0
+    (out / "metrics.json").unlink()
+    capsys.readouterr()
+    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    err = capsys.readouterr().err
+    assert "resuming" in err
+    assert "segmentation: 4 chunk(s) to run, 4 already done (skipped)" in err
+    assert "fragments: 0 chunk(s) to run, 8 already done (skipped)" in err
+    assert np.array_equal(_seg(out), _seg(ref))
+    assert (out / "metrics.json").exists()
+
+
+def test_rerun_with_other_configuration_is_refused(synthetic, cluster_client, tmp_path):
+    affs, gt, _ = synthetic
+    out = tmp_path / "out.zarr"
+    decode(affs, out, "1,2,2", client=cluster_client, progress=False)
+    with pytest.raises(InputError, match="different configuration.*thresholds"):
+        decode(affs, out, "1,2,2", DecodeConfig(thresholds=(0.3,)), client=cluster_client, progress=False)
+    with pytest.raises(InputError, match="chunks"):
+        decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+
+
+def _cli(args, capsys):
+    capsys.readouterr()
+    code = main(args)
+    cap = capsys.readouterr()
+    return code, cap.err
+
+
+@pytest.mark.parametrize(
+    "chunks,expect", [("0,1,1", "positive"), ("a,b,c", "three positive integers"), ("2,4", "three integers"), ("1,1,100", "only 64 voxels")]
+)
+def test_bad_chunk_specs_exit_2(synthetic, tmp_path, capsys, chunks, expect):
+    affs, _, _ = synthetic
+    code, err = _cli(["decode", str(affs), "--chunks", chunks, "--out", str(tmp_path / "o.zarr")], capsys)
+    assert code == 2 and expect in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.zarr").exists()  # nothing written that looks like a result
+
+
+def test_affinities_without_channel_axis_and_shape_mismatch_exit_2(synthetic, tmp_path, capsys):
+    affs, gt, labels = synthetic
+    code, err = _cli(["decode", str(gt), "--chunks", "1,1,1", "--out", str(tmp_path / "o.zarr")], capsys)
+    assert code == 2 and "channel axis" in err and not (tmp_path / "o.zarr").exists()
+    small = _save(tmp_path / "small.zarr", labels[:-1].astype(np.uint32))
+    code, err = _cli(["decode", str(affs), "--out", str(tmp_path / "o.zarr"), "--labels", str(small)], capsys)
+    assert code == 2 and "shape" in err and not (tmp_path / "o.zarr").exists()
+    code, err = _cli(["evaluate", str(gt), "--labels", str(small)], capsys)
+    assert code == 2 and "shape" in err and len(err.strip().splitlines()) == 1
+    code, err = _cli(["decode", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "o.zarr")], capsys)
+    assert code == 2 and "missing.zarr" in err
+
+
+def test_evaluate_cli_json(synthetic, cluster_client, tmp_path, capsys):
+    affs, gt, labels = synthetic
+    seg = labels.astype(np.uint64).copy()
+    seg[labels == 2] = 1  # one merge
+    segp = _save(tmp_path / "seg.zarr", seg)
+    code = main(["evaluate", str(segp), "--labels", str(gt), "--json", "--workers", "1"])
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0
+    got = json.loads(out)
+    assert set(got) == {"adapted_rand_error", "adapted_rand_precision", "adapted_rand_recall", "voi_split", "voi_merge"}
+    err, _, _ = adapted_rand_error(labels.astype(np.int64), seg.astype(np.int64))
+    assert abs(got["adapted_rand_error"] - err) < 1e-9 and got["adapted_rand_error"] > 0
