@@ -2,9 +2,12 @@
 
 Greedy: while the cheapest edge scores below the threshold, merge its two regions; the edges of the
 merged region to a shared neighbour are combined (histograms added) and rescored. Thresholds are
-handled in one ascending pass with a snapshot at each. Everything is ordered by (score, region keys),
-where a region's key is the rank of its smallest fragment key (first voxel in C order), so the merge
-sequence is a function of the chunk-invariant graph only: never of packed ids or input order.
+handled in one ascending pass with a snapshot at each.
+
+Determinism: fragments are indexed by key rank (first voxel in C order, chunk-invariant) and edges
+by their (rank u, rank v) pair. Equal scores are broken by the smallest fragment pair among an edge's
+constituent fragment pairs (a combined edge keeps the smaller index), so the merge sequence is a
+function of the chunk-invariant graph only: never of packed ids, chunk order or insertion order.
 
 Scores (waterz ``ScoreValue`` = float32, the values below are exact in float32):
 
@@ -134,12 +137,11 @@ class _Merger:
             adj[y][x] = e
         self.adj = adj
         self.ea, self.eb = self.a.tolist(), self.b.tolist()
-        # initial edges as a presorted stream (score, key_a, key_b); rescored edges go to a heap
-        s_order = np.lexsort((self.b, self.a, score))
-        self.stream = list(zip(score[s_order].tolist(), self.a[s_order].tolist(), self.b[s_order].tolist(),
-                               s_order.tolist()))
+        # initial edges as a presorted stream (score, edge); rescored edges go to a heap
+        s_order = np.lexsort((np.arange(ne), score))
+        self.stream = list(zip(score[s_order].tolist(), s_order.tolist()))
         self.pos = 0
-        self.heap: list[tuple[float, int, int, int, int]] = []
+        self.heap: list[tuple[float, int, int]] = []
 
     # -- statistics of merged edges ---------------------------------------------------------------
     def _histogram(self, e: int) -> dict[int, int]:
@@ -198,13 +200,16 @@ class _Merger:
                 aw[nb] = el
                 an[w] = el
                 continue
-            # a shared neighbour: one edge survives with the summed statistics, rescored
-            s = self._combine(ew, el)
-            self.alive[el] = 0
-            self.stamp[ew] += 1
-            self.score[ew] = s
-            ka, kb = rkey[w], rkey[nb]
-            heapq.heappush(self.heap, (s, min(ka, kb), max(ka, kb), ew, self.stamp[ew]))
+            # a shared neighbour: the edge with the smaller index (= smaller fragment-key pair)
+            # survives with the summed statistics and is rescored
+            keep, gone = (ew, el) if ew < el else (el, ew)
+            s = self._combine(keep, gone)
+            self.alive[gone] = 0
+            aw[nb] = keep
+            an[w] = keep
+            self.stamp[keep] += 1
+            self.score[keep] = s
+            heapq.heappush(self.heap, (s, keep, self.stamp[keep]))
         adj[l] = None
 
     def merge_until(self, threshold: float) -> int:
@@ -216,16 +221,16 @@ class _Merger:
             top_h = heap[0] if heap else None
             if top_s is None and top_h is None:
                 break
-            use_stream = top_h is None or (top_s is not None and top_s < top_h[:4])
+            use_stream = top_h is None or (top_s is not None and top_s < top_h[:2])
             entry = top_s if use_stream else top_h
             if entry[0] >= t:
                 break
             if use_stream:
                 self.pos += 1
-                e, st = entry[3], 0
+                e, st = entry[1], 0
             else:
                 heapq.heappop(heap)
-                e, st = entry[3], entry[4]
+                e, st = entry[1], entry[2]
             if not self.alive[e] or st != self.stamp[e]:
                 continue
             self._merge(e)

@@ -262,17 +262,20 @@ def resolve_fragments(summaries: Sequence[FragmentSummary], links: Sequence[np.n
         ncomp, comp = csgraph.connected_components(graph, directed=True, connection="weak")
     else:
         ncomp, comp = n, np.arange(n)
+    if n == 0:
+        z = np.zeros(0, np.int64)
+        return FragmentTable(ids, ids.copy(), ids.copy(), z, z.copy())
     # per component: the member with the smallest key (keys are unique voxel indices)
     by_key = np.lexsort((keys, comp))
     starts = np.flatnonzero(np.r_[True, comp[by_key][1:] != comp[by_key][:-1]])
     leader = by_key[starts]  # one row per component, components in increasing comp label
-    comp_size = np.add.reduceat(sizes[by_key], starts) if n else np.zeros(0, np.int64)
+    comp_size = np.add.reduceat(sizes[by_key], starts)
     canon_of_comp = ids[leader]
     key_of_comp = keys[leader]
     korder = np.argsort(key_of_comp, kind="stable")
     return FragmentTable(
         local_ids=ids,
-        local_canonical=canon_of_comp[comp] if n else ids,
+        local_canonical=canon_of_comp[comp],
         ids=canon_of_comp[korder],
         keys=key_of_comp[korder],
         sizes=comp_size[korder].astype(np.int64),

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from em_chunks.ops.decode_reference import decode_volume
+from em_chunks.ops.metrics import contingency, scores
+from em_chunks.ops.params import DecodeParams
+from test_ops_fragments import same_partition
+from test_ops_synth import fib_crop, synthetic
+
+GRIDS = [(2, 4, 4), (3, 2, 5), (2, 2, 2)]
+
+
+def _assert_invariant(affs, params):
+    base = decode_volume(affs, (1, 1, 1), params)
+    for pieces in GRIDS:
+        other = decode_volume(affs, pieces, params)
+        for a, b in zip(base, other):
+            assert scores(contingency(b, a))["adapted_rand_error"] == 0.0
+            assert same_partition(a, b), pieces
+    return base
+
+
+def test_decoding_is_identical_for_every_grid_synthetic():
+    _, affs = synthetic(shape=(20, 36, 34), noise=0.1, seed=8)
+    base = _assert_invariant(affs, DecodeParams(thresholds=(0.3, 0.6), dust_merge_size=20, dust_remove_size=5))
+    assert len(np.unique(base[0])) > len(np.unique(base[1])) > 1
+
+
+def test_decoding_is_identical_for_every_grid_on_real_labels():
+    gt, affs = fib_crop()
+    params = DecodeParams(thresholds=(0.5,))
+    base = _assert_invariant(affs, params)
+    assert len(np.unique(base[0])) > 20
+
+
+def test_decoding_uint8_affinities_is_invariant_too():
+    _, affs = synthetic(shape=(16, 30, 30), noise=0.1, seed=9)
+    q = np.round(affs * 255).astype(np.uint8)  # quantised: many ties
+    _assert_invariant(q, DecodeParams(thresholds=(0.5,), merge_function="aff50_his256"))
+
+
+def test_decoding_quality_on_mildly_noisy_affinities():
+    gt, affs = synthetic(shape=(24, 48, 48), n=20, noise=0.05, seed=4)
+    seg = decode_volume(affs, (2, 2, 2), DecodeParams(thresholds=(0.3,), dust_merge_size=50))[0]
+    are = scores(contingency(seg, gt))["adapted_rand_error"]
+    assert are < 0.1, are
