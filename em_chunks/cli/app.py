@@ -39,3 +39,6 @@ from em_chunks.cli.decode import decode_command, evaluate_command  # noqa: E402
 app.command("decode")(decode_command)
 app.command("evaluate")(evaluate_command)
 from em_chunks.cli.train import train_command; app.command("train")(train_command)
+from em_chunks.cli.tune import tune_command  # noqa: E402
+
+app.command("tune")(tune_command)

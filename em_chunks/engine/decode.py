@@ -140,7 +140,19 @@ def fragment_to_segment(table: FragmentTable, segment_of: np.ndarray) -> IdLooku
     return IdLookup(table.ids[order], np.asarray(segment_of, np.uint64)[order])
 
 
-def run_decode(
+@dataclass
+class RegionGraph:
+    """What the client holds after stages A-C: the fragments, their graph, and (with labels) the
+    fragment-vs-labels contingency table from which any agglomeration's metrics follow exactly."""
+
+    targets: DecodeTargets
+    table: FragmentTable
+    edges: EdgeHistograms
+    contingency: Optional[M.Contingency]
+    join_seconds: float
+
+
+def build_region_graph(
     client: Client,
     affinities: Source,
     out: Path,
@@ -150,24 +162,18 @@ def run_decode(
     labels: Optional[Source] = None,
     record: Optional[RunRecord] = None,
     voxel_size: Optional[Sequence[float]] = None,
-    storage_chunks: Optional[Sequence[int]] = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Decode ``affinities`` into ``out`` (an OME-Zarr group) on ``client``; return the metrics dict.
-
-    ``grid`` must be aligned to ``storage_chunks`` (see :func:`em_chunks.geometry.storage_aligned`).
-    The caller has claimed ``out`` for this configuration (:meth:`RunState.claim`).
-    """
+) -> RegionGraph:
+    """Stages A, B, C and the client joins (see the module docstring)."""
     shape = tuple(grid.shape)
     state = RunState(out)
     root = open_root(out)
-    store = tuple(storage_chunks) if storage_chunks else tuple(grid.align)
+    store = tuple(grid.align)
     frag_arr = create_work_array(root, "fragments", shape, np.uint64, store)
     seg_arr = create_image(root, "segmentation", shape, np.uint64, store, voxel_size, label=True)
     t = DecodeTargets(affinities, f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}", labels)
     chunks = list(grid)
     kw = dict(record=record, progress=progress)
-
     frag = run_stage(client, state, "fragments", chunks, stage_fragments, lambda c: (t, params, shape), **kw)
     links = run_stage(client, state, "links", chunks, stage_links, lambda c: (t, params, shape), **kw)
     t0 = time.perf_counter()
@@ -182,28 +188,60 @@ def run_decode(
     rg = run_stage(client, state, "region-graph", chunks, stage_region_graph, lookup_rg, **kw)
     t0 = time.perf_counter()
     edges = _edges_from(rg)
-    segment_of = agglomerate(
-        table, edges, params.thresholds, params.merge_function, params.init_with_max,
-        params.dust_merge_size, params.dust_remove_size,
+    ct = merged_contingency(rg.values()) if labels is not None else None
+    return RegionGraph(t, table, edges, ct, t_join + time.perf_counter() - t0)
+
+
+def agglomerate_graph(graph: RegionGraph, params: DecodeParams, thresholds: Optional[Sequence[float]] = None) -> list[np.ndarray]:
+    """One segment id per fragment for each threshold (one pass, ascending thresholds)."""
+    return agglomerate(
+        graph.table, graph.edges, tuple(thresholds or params.thresholds), params.merge_function,
+        params.init_with_max, params.dust_merge_size, params.dust_remove_size,
     )
+
+
+def scores_of(graph: RegionGraph, segment_of: np.ndarray) -> dict[str, float]:
+    """Exact metrics of the segmentation ``segment_of`` defines, from the fragment contingency table."""
+    assert graph.contingency is not None
+    return M.scores(M.aggregate_contingency(graph.contingency, fragment_to_segment(graph.table, segment_of)))
+
+
+def run_decode(
+    client: Client,
+    affinities: Source,
+    out: Path,
+    grid: ChunkGrid,
+    params: DecodeParams,
+    *,
+    labels: Optional[Source] = None,
+    record: Optional[RunRecord] = None,
+    voxel_size: Optional[Sequence[float]] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode ``affinities`` into ``out`` (an OME-Zarr group) on ``client``; return the metrics dict.
+
+    ``grid`` must be aligned to the storage chunks (``ChunkGrid(..., align=storage_aligned(...))``).
+    The caller has claimed ``out`` for this configuration (:meth:`RunState.claim`).
+    """
+    graph = build_region_graph(client, affinities, out, grid, params, labels=labels, record=record, voxel_size=voxel_size, progress=progress)
+    t0 = time.perf_counter()
+    segment_of = agglomerate_graph(graph, params)
     t_agg = time.perf_counter() - t0
     first = segment_of[0]
-
-    run_stage(client, state, "segmentation", chunks, stage_segmentation, lambda c: (t, table.segment_lookup(first, [c.id])), **kw)
-
+    table = graph.table
+    run_stage(
+        client, RunState(out), "segmentation", list(grid), stage_segmentation,
+        lambda c: (graph.targets, table.segment_lookup(first, [c.id])), record=record, progress=progress,
+    )
     metrics: dict[str, Any] = {
         "fragments": int(len(table)),
-        "region_graph_edges": int(len(edges)),
+        "region_graph_edges": int(len(graph.edges)),
         "segments": int(np.unique(first[first != 0]).size),
-        "client_seconds": {"join": round(t_join, 4), "agglomerate": round(t_agg, 4)},
+        "client_seconds": {"join": round(graph.join_seconds, 4), "agglomerate": round(t_agg, 4)},
         "threshold": params.thresholds[0],
     }
     if labels is not None:
-        ct = merged_contingency(rg.values())
-        per_threshold = []
-        for thr, seg_of in zip(params.thresholds, segment_of):
-            scores = M.scores(M.aggregate_contingency(ct, fragment_to_segment(table, seg_of)))
-            per_threshold.append({"threshold": thr, **scores})
+        per_threshold = [{"threshold": thr, **scores_of(graph, seg_of)} for thr, seg_of in zip(params.thresholds, segment_of)]
         metrics.update({k: v for k, v in per_threshold[0].items() if k != "threshold"})
         if len(per_threshold) > 1:
             metrics["per_threshold"] = per_threshold
