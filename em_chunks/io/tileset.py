@@ -136,6 +136,22 @@ def _assemble_block(shape, dtype, runs, fill, boxes, arrays) -> np.ndarray:
     return padding.assemble(shape, dtype, runs, zip(boxes, arrays), fill=fill)
 
 
+try:  # dask's task objects: no per-compute conversion of legacy tuples (measurably cheaper per pass)
+    from dask._task_spec import List as _TaskList, Task as _Task, TaskRef as _TaskRef
+
+    def _task(key, func, *args):
+        return _Task(key, func, *args)
+
+    def _refs(keys):
+        return _TaskList(*(_TaskRef(k) for k in keys))
+except ImportError:  # pragma: no cover - older dask: legacy tuple tasks
+    def _task(key, func, *args):
+        return (func, *args)
+
+    def _refs(keys):
+        return list(keys)
+
+
 class TileSet:
     """A PyTC tile grid on disk. Build with :meth:`from_json`; read with :meth:`read` or :meth:`to_dask`.
 
@@ -331,8 +347,9 @@ class TileSet:
         mode = padding.normalize_boundary(boundary)
         fmt = self._fmt(layer)
         th, tw = self.tile_shape(layer)
-        spt = sections_per_task or self.default_chunks(layer, 32 << 20)[0]
-        spt = max(1, min(int(spt), 64))
+        # small decode tasks (~4 MiB, <= 16 sections) balance two threads well and end the pass together
+        spt = sections_per_task or self.default_chunks(layer, 4 << 20)[0]
+        spt = max(1, min(int(spt), 16 if sections_per_task is None else 1 << 30))
 
         # per axis, per piece: output span (context, clipped for 'none') and its runs
         plans: list[list[tuple[tuple[int, int], list[Run]]]] = []
@@ -398,14 +415,15 @@ class TileSet:
                                 geom = self._geom(layer, r, c)
                                 if key not in dsk:
                                     refs = tuple(self._ref(layer, z, r, c) for z in range(z0, z1))
-                                    dsk[key] = (_read_slab, refs, fmt, z0, r, c, geom)
+                                    dsk[key] = _task(key, _read_slab, refs, fmt, z0, r, c, geom)
                                 y0, y1, x0, x1 = geom[0]
                                 boxes.append(Box((z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0)))
                                 keys.append(key)
                     out_shape = (zspan[1] - zspan[0], yspan[1] - yspan[0], xspan[1] - xspan[0])
                     fill = mode if padding.is_constant(mode) else 0
-                    dsk[(name, bz, by, bx)] = (_assemble_block, out_shape, fmt.dtype, (zruns, yruns, xruns),
-                                               fill, boxes, keys)
+                    bkey = (name, bz, by, bx)
+                    dsk[bkey] = _task(bkey, _assemble_block, out_shape, fmt.dtype, (zruns, yruns, xruns),
+                                      fill, boxes, _refs(keys))
         out_chunks = tuple(tuple(span[1] - span[0] for span, _ in axis_plan) for axis_plan in plans)
         graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
         return da.Array(graph, name, out_chunks, dtype=np.dtype(fmt.dtype),
