@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Optional, Sequence, Union
@@ -166,6 +167,8 @@ class TileSet:
         self.base_dir = Path(base_dir)
         self.fill_missing = fill_missing
         self.source = source
+        self._pattern_cache: dict[str, list[tuple[str, bool]]] = {}
+        self._shape_cache: dict[str, tuple[int, int]] = {}
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
@@ -223,21 +226,33 @@ class TileSet:
         return not any(_is_tiled(p) for p in self._paths(layer))
 
     def tile_shape(self, layer: str = "image") -> tuple[int, int]:
-        if self._plain_layout(layer):
-            return (self.spec.height, self.spec.width)
-        return self.spec.tile_shape
+        """(height, width) of a tile: the whole section where every section is one plain image."""
+        if layer not in self._shape_cache:
+            plain = self._plain_layout(layer)
+            self._shape_cache[layer] = (self.spec.height, self.spec.width) if plain else self.spec.tile_shape
+        return self._shape_cache[layer]
 
     def tile_grid(self, layer: str = "image") -> tuple[int, int]:
         """(rows, columns) of tiles that cover the volume (PyTC's n_rows/n_columns may list more)."""
         th, tw = self.tile_shape(layer)
         return (math.ceil(self.spec.height / th), math.ceil(self.spec.width / tw))
 
+    def _patterns(self, layer: str) -> list[tuple[str, bool]]:
+        """Per section: the path pattern joined to the JSON's folder, and whether it has placeholders
+        (computed once per layer: building a graph formats thousands of tile paths)."""
+        cached = self._pattern_cache.get(layer)
+        if cached is None:
+            base = str(self.base_dir)
+            cached = [(p if os.path.isabs(p) else os.path.join(base, p), _is_tiled(p)) for p in self._paths(layer)]
+            self._pattern_cache[layer] = cached
+        return cached
+
     def tile_path(self, layer: str, z: int, row: int, col: int) -> str:
         """The file of tile (row, col) of section z: PyTC names it with ``row + tile_st[0]``, ``col + tile_st[1]``."""
-        pattern = self._paths(layer)[z]
-        name = pattern.format(row=row + self.spec.tile_st[0], column=col + self.spec.tile_st[1]) if _is_tiled(pattern) else pattern
-        p = Path(name)
-        return str(p if p.is_absolute() else self.base_dir / p)
+        pattern, tiled = self._patterns(layer)[z]
+        if not tiled:
+            return pattern
+        return pattern.format(row=row + self.spec.tile_st[0], column=col + self.spec.tile_st[1])
 
     def _geom(self, layer: str, row: int, col: int) -> tuple:
         th, tw = self.tile_shape(layer)
@@ -252,7 +267,7 @@ class TileSet:
                           fill_missing=self.fill_missing)
 
     def _ref(self, layer: str, z: int, row: int, col: int) -> tuple[str, bool]:
-        return (self.tile_path(layer, z, row, col), _is_tiled(self._paths(layer)[z]))
+        return (self.tile_path(layer, z, row, col), self._patterns(layer)[z][1])
 
     def iter_tiles(self, layer: str = "image") -> Iterator[tuple[int, int, int, str]]:
         """Every (z, row, col, path) the volume needs (plain sections once, as row 0 column 0)."""
