@@ -137,6 +137,9 @@ class TrainConfig(FrozenModel):
     augment: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"flip": {"p": 1.0}, "grayscale": {"p": 0.5}})
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="weighted_bce")])
     optimizer: OptimizerSection = OptimizerSection()
+    #: wall-clock budget: the cosine decays over whichever of iterations and time runs out first, and
+    #: training stops when the time is up (so a "quick" recipe ends in time on any machine)
+    time_limit_minutes: Optional[float] = Field(None, gt=0)
     checkpoint_every: int = Field(500, ge=1)
     keep_best: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)

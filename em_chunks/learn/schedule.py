@@ -6,7 +6,7 @@ import math
 
 
 def lr_factor(iteration: int, total: int, scheduler: str = "warmup_cosine", warmup: int = 100,
-              min_ratio: float = 0.01, period: int = 1000, mult: float = 1.0) -> float:
+              min_ratio: float = 0.01, period: int = 1000, mult: float = 1.0, progress: float | None = None) -> float:
     """The multiplier of the base learning rate at ``iteration``.
 
     ``warmup_cosine``: linear warmup, then one cosine decay to ``min_ratio`` at ``total``.
@@ -20,7 +20,7 @@ def lr_factor(iteration: int, total: int, scheduler: str = "warmup_cosine", warm
     t = iteration - warmup
     if scheduler == "warmup_cosine":
         span = max(1, total - warmup)
-        frac = min(1.0, t / span)
+        frac = min(1.0, t / span if progress is None else max(t / span, progress))
     elif scheduler == "cosine_restarts":
         length = float(period)
         while t >= length:

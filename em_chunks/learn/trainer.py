@@ -211,9 +211,11 @@ def train(
     extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": step_model is not model,
                              "iterations": total, "batch_size": spec.batch_size, "patch": list(spec.out_shape)}
     model.train()
+    limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
     t0 = time.perf_counter()
     wait = 0.0
     it = start
+    steps = 0
     try:
         if bar:
             bar[0].start()
@@ -222,8 +224,10 @@ def train(
             batch = next(batches)
             wait += time.perf_counter() - tw
             x, y, m = to_device(batch, device)
+            progress_t = (time.perf_counter() - t0) / limit if limit else None
             factor = lr_factor(it, total, config.optimizer.scheduler, config.optimizer.warmup,
-                               config.optimizer.min_lr_ratio, config.optimizer.restart_period, config.optimizer.restart_mult)
+                               config.optimizer.min_lr_ratio, config.optimizer.restart_period, config.optimizer.restart_mult,
+                               progress_t)
             for g in opt.param_groups:
                 g["lr"] = config.optimizer.lr * factor
             with amp_ctx():
@@ -234,6 +238,7 @@ def train(
             if config.optimizer.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
             opt.step()
+            steps += 1
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise RuntimeError(f"loss became {value} at iteration {it}; lower train.optimizer.lr")
@@ -254,14 +259,19 @@ def train(
             if bar:
                 recent = np.mean([l for _, l in metrics["loss"][-20:]])
                 bar[0].update(bar[1], completed=it + 1, info=f"loss {recent:.4f}")
-            if (it + 1) % config.checkpoint_every == 0 or it + 1 == total:
+            out_of_time = bool(limit) and time.perf_counter() - t0 >= limit
+            if (it + 1) % config.checkpoint_every == 0 or it + 1 == total or out_of_time:
                 if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == it + 1):
                     metrics["validation"].append([it + 1, evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)])
                 elapsed = time.perf_counter() - t0
-                done = it + 1 - start
+                done = steps
                 extra.update({"iterations_per_s": done / elapsed, "samples_per_s": done * spec.batch_size / elapsed,
                               "loader_wait_fraction": wait / elapsed, "elapsed_s": elapsed})
                 save(it + 1)
+            if out_of_time:
+                log(f"time limit of {config.time_limit_minutes} min reached at iteration {it + 1}")
+                extra["stopped_by_time_limit"] = True
+                break
     finally:
         if bar:
             bar[0].stop()
@@ -270,7 +280,7 @@ def train(
         if hasattr(batches, "close"):
             batches.close()
     elapsed = time.perf_counter() - t0
-    done = max(total - start, 0)
+    done = steps
     extra.update({"iterations_per_s": done / elapsed if elapsed else 0.0,
                   "samples_per_s": done * spec.batch_size / elapsed if elapsed else 0.0,
                   "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed})
