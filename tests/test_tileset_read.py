@@ -181,3 +181,30 @@ def test_extra_rows_in_json_are_allowed(tmp_path):
     vol = synthetic((2, 20, 20))
     p = edit_json(make_tileset(vol, tmp_path, tile_size=8), n_rows=5, n_columns=4)
     assert (whole(TileSet.from_json(p)) == vol).all()
+
+
+def test_pytc_label_json_read_as_labels(tmp_path):
+    """PyTC keeps labels in a second JSON whose `image` list holds the label tiles: as_labels=True decodes
+    them as labels (VAST RGB ids, nearest scaling) instead of taking channel 0 as for images."""
+    lab = real_crop("fib_medulla_250", "labels", 3, 70, 70)
+    path = write_pytc_tiles(lab, tmp_path, tile_size=32, encode=ids_to_vast_rgb)
+    edit_json(path, dtype="uint32")
+    assert (whole(TileSet.from_json(path, as_labels=True)) == lab).all()
+    as_image = whole(TileSet.from_json(path))  # read as an image: channel 0 only (PyTC's image semantics)
+    assert (as_image == (lab >> 16)).all()
+
+
+def test_mixed_plain_and_tiled_sections(tmp_path):
+    """A plain path (one image for the section) may sit beside tiled sections."""
+    vol = synthetic((3, 20, 28))
+    path = make_tileset(vol, tmp_path, tile_size=8)
+    save_png(tmp_path / "whole1.png", vol[1])
+    meta = json.loads(path.read_text())
+    meta["image"][1] = "whole1.png"
+    path.write_text(json.dumps(meta))
+    ts = TileSet.from_json(path)
+    assert (whole(ts) == vol).all()
+    import dask
+
+    blocks = ts.to_dask((3, 2, 2), (1, 2, 2), "reflect")
+    assert (dask.compute(blocks.blocks[1, 1, 0])[0] == padding.read_padded(vol, Box((0, 8, -2), (3, 14, 18)), "reflect")).all()

@@ -19,6 +19,7 @@ many blocks share it; no task ever holds more than its block (or one slab of one
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -103,9 +104,10 @@ def _consistency(spec: TileSetSpec, source: str) -> None:
                 except (KeyError, IndexError, ValueError) as err:
                     raise InputError(f"{source}: field '{layer}.{z}': bad placeholder in {p!r} ({err}); expected only {{row}} and {{column}}") from None
     th, tw = spec.tile_shape
-    if spec.n_rows * th < spec.height:
+    tiled = any(_is_tiled(p) for layer in LAYERS for p in (getattr(spec, layer) or []))
+    if tiled and spec.n_rows * th < spec.height:
         raise InputError(f"{source}: field 'n_rows': {spec.n_rows} rows of {th} cover {spec.n_rows * th} < height {spec.height}; expected n_rows >= {math.ceil(spec.height / th)}")
-    if spec.n_columns * tw < spec.width:
+    if tiled and spec.n_columns * tw < spec.width:
         raise InputError(f"{source}: field 'n_columns': {spec.n_columns} columns of {tw} cover {spec.n_columns * tw} < width {spec.width}; expected n_columns >= {math.ceil(spec.width / tw)}")
     if spec.label_dtype and np.dtype(spec.label_dtype).kind == "f":
         raise InputError(f"{source}: field 'label_dtype': {spec.label_dtype}; expected an integer dtype")
@@ -157,12 +159,15 @@ class TileSet:
     """A PyTC tile grid on disk. Build with :meth:`from_json`; read with :meth:`read` or :meth:`to_dask`.
 
     ``fill_missing``: ``None`` (default) makes a missing tile file an :class:`InputError`; a number fills
-    the missing tile's voxels with it instead (PyTC fills 128).
+    the missing tile's voxels with it instead (PyTC fills 128). ``as_labels``: the JSON is a PyTC *label*
+    JSON (PyTC keeps labels in a second JSON whose ``image`` list holds the label tiles), so its ``image``
+    layer is decoded as labels: nearest-neighbour scaling, VAST RGB ids.
     """
 
     def __init__(self, spec: TileSetSpec, base_dir: str | Path = ".", *, fill_missing: Optional[float] = None,
-                 source: str = "<tile json>") -> None:
+                 source: str = "<tile json>", as_labels: bool = False) -> None:
         _consistency(spec, source)
+        self.as_labels = as_labels
         self.spec = spec
         self.base_dir = Path(base_dir)
         self.fill_missing = fill_missing
@@ -172,7 +177,7 @@ class TileSet:
 
     # ---- construction ----------------------------------------------------------------------------
     @classmethod
-    def from_json(cls, path: str | Path, *, fill_missing: Optional[float] = None) -> "TileSet":
+    def from_json(cls, path: str | Path, *, fill_missing: Optional[float] = None, as_labels: bool = False) -> "TileSet":
         """Load and validate a tile JSON; every problem is a one-line :class:`InputError` naming the field."""
         p = Path(path)
         try:
@@ -185,15 +190,15 @@ class TileSet:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise InputError(f"{p}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
-        return cls.from_dict(data, p.parent, fill_missing=fill_missing, source=str(p))
+        return cls.from_dict(data, p.parent, fill_missing=fill_missing, source=str(p), as_labels=as_labels)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: str | Path = ".", *, fill_missing: Optional[float] = None,
-                  source: str = "<tile json>") -> "TileSet":
+                  source: str = "<tile json>", as_labels: bool = False) -> "TileSet":
         if not isinstance(data, dict):
             raise InputError(f"{source}: expected a JSON object with keys image, height, width, ..., got {type(data).__name__}")
         spec = validate(TileSetSpec, data, source)
-        return cls(spec, base_dir, fill_missing=fill_missing, source=source)
+        return cls(spec, base_dir, fill_missing=fill_missing, source=source, as_labels=as_labels)
 
     # ---- geometry --------------------------------------------------------------------------------
     @property
@@ -263,7 +268,8 @@ class TileSet:
         return extent, (th, tw), section
 
     def _fmt(self, layer: str) -> TileFormat:
-        return TileFormat(kind=layer, dtype=self.dtype(layer).name, tile_ratio=float(self.spec.tile_ratio),
+        kind = "label" if (layer == "image" and self.as_labels) else layer
+        return TileFormat(kind=kind, dtype=self.dtype(layer).name, tile_ratio=float(self.spec.tile_ratio),
                           fill_missing=self.fill_missing)
 
     def _ref(self, layer: str, z: int, row: int, col: int) -> tuple[str, bool]:
@@ -465,7 +471,7 @@ class TileSet:
                     where = f" (section {z}, row {r}, column {c})" if tiled else f" (section {z})"
                     return f"{path}: tile file not found{where}"
                 if decode:
-                    fmt = TileFormat(layer, self.dtype(layer).name, float(self.spec.tile_ratio), None)
+                    fmt = dataclasses.replace(self._fmt(layer), fill_missing=None)
                     _read_tile((path, tiled), fmt, z, r, c, geom)
                 else:
                     (h, w), _mode = read_header(path)
