@@ -75,7 +75,7 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
                     pairs[key][1] = acc
             if not pairs:
                 break
-            best = min((score(h), e, key) for key, (e, h) in pairs.items())
+            best = min((float(np.float32(score(h))), e, key) for key, (e, h) in pairs.items())
             if best[0] >= float(np.float32(t)):
                 break
             rx, ry = best[2]

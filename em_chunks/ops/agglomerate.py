@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import heapq
 import re
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -71,17 +72,6 @@ def parse_merge_function(name: str) -> MergeFunction:
     )
 
 
-def _quantile_score(hist: dict[int, int], q: int) -> float:
-    total = sum(hist.values())
-    pivot = q * total // 100 + 1
-    acc = 0
-    for b in sorted(hist):
-        acc += hist[b]
-        if acc >= pivot:
-            return 1.0 - (b + 0.5) / BINS
-    raise AssertionError("empty histogram")
-
-
 def _initial_scores(fn: MergeFunction, init_with_max: bool, e: EdgeHistograms, order: np.ndarray):
     """Vectorised scores of the initial edges (in ``order``) and the sparse histograms if needed."""
     n = order.size
@@ -108,53 +98,85 @@ def _initial_scores(fn: MergeFunction, init_with_max: bool, e: EdgeHistograms, o
     return 1.0 - (qbin + 0.5) / BINS, (starts, bins, counts)
 
 
-class _Merger:
-    """Mutable agglomeration state over fragments indexed by key rank (0..N-1)."""
+_F32 = struct.Struct("<f")
+_U32 = struct.Struct("<I")
 
-    def __init__(self, table: FragmentTable, edges: EdgeHistograms, fn: MergeFunction, init_with_max: bool):
+
+def _score_key(score: float) -> int:
+    """Order-preserving integer of a non-negative score rounded to float32 (waterz's ScoreValue)."""
+    return _U32.unpack(_F32.pack(max(score, 0.0)))[0]
+
+
+def _score_keys(score: np.ndarray) -> np.ndarray:
+    """Vectorised ``_score_key``: float32 bit patterns of non-negative floats sort like the floats."""
+    return np.maximum(score, 0.0).astype(np.float32).view(np.uint32).astype(np.int64)
+
+
+class _Merger:
+    """Mutable agglomeration state over fragments indexed by key rank (0..N-1).
+
+    Queue entries are Python ints ``score_key << 32 | edge``: one integer comparison orders them by
+    (float32 score, edge index), and an entry is current iff the edge is alive and its code matches.
+    Edges scoring at or above the largest threshold are never queued: combining edges yields a score
+    between the two, so such an edge can only become mergeable by combining with a cheaper one, and
+    it is rescored (and queued) then.
+    """
+
+    def __init__(self, table: FragmentTable, edges: EdgeHistograms, fn: MergeFunction, init_with_max: bool,
+                 max_threshold: float):
         n = len(table)
         self.fn, self.init_with_max = fn, init_with_max
         ru = table.index_of(edges.u) if len(edges) else np.zeros(0, np.int64)
         rv = table.index_of(edges.v) if len(edges) else np.zeros(0, np.int64)
         a, b = np.minimum(ru, rv), np.maximum(ru, rv)
         order = np.lexsort((b, a))  # canonical edge order: by the keys of the two fragments
-        self.a, self.b = a[order], b[order]
+        a, b = a[order], b[order]
+        ne = order.size
+        if ne >= 1 << 32:
+            raise ValueError("more than 2**32 edges")
         score, self.hist0 = _initial_scores(fn, init_with_max, edges, order)
         self.score = score.tolist()
         self.max_bin = edges.max_bin[order].tolist()
         self.count = edges.count[order].tolist() if fn.kind == "mean" else None
         self.aff_sum = edges.aff_sum[order].tolist() if fn.kind == "mean" else None
         self.hist: dict[int, dict[int, int]] = {}
-        ne = order.size
         self.alive = bytearray(b"\x01") * ne
-        self.stamp = [0] * ne
+        codes = (_score_keys(score) << 32) | np.arange(ne, dtype=np.int64)
+        self.code = codes.tolist()
         self.parent = list(range(n))
         self.rkey = list(range(n))
         self.size = table.sizes.astype(np.int64).tolist()
         adj: list[dict[int, int] | None] = [dict() for _ in range(n)]
-        for e, (x, y) in enumerate(zip(self.a.tolist(), self.b.tolist())):
+        for e, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
             adj[x][y] = e
             adj[y][x] = e
         self.adj = adj
-        self.ea, self.eb = self.a.tolist(), self.b.tolist()
-        # initial edges as a presorted stream (score, edge); rescored edges go to a heap
-        s_order = np.lexsort((np.arange(ne), score))
-        self.stream = list(zip(score[s_order].tolist(), s_order.tolist()))
+        self.ea, self.eb = a.tolist(), b.tolist()
+        self.stop_max = self.stop_code(max_threshold)
+        # initial edges below the largest threshold as a presorted stream; rescored ones go to a heap
+        queued = np.sort(codes[codes < self.stop_max])
+        self.stream = queued.tolist()
         self.pos = 0
-        self.heap: list[tuple[float, int, int]] = []
+        self.heap: list[int] = []
+
+    @staticmethod
+    def stop_code(threshold: float) -> int:
+        """Entries with a code at or above this score >= threshold (compared in float32, as waterz)."""
+        t = float(np.float32(threshold))
+        if t <= 0.0:
+            return 0
+        return _score_key(t) << 32
 
     # -- statistics of merged edges ---------------------------------------------------------------
     def _histogram(self, e: int) -> dict[int, int]:
-        h = self.hist.get(e)
+        h = self.hist.pop(e, None)
         if h is None:
             if self.hist0 is None:
-                h = {self.max_bin[e]: 1}
-            else:
-                starts, bins, counts = self.hist0
-                lo = starts[e]
-                hi = starts[e + 1] if e + 1 < starts.size else bins.size
-                h = dict(zip(bins[lo:hi].tolist(), counts[lo:hi].tolist()))
-            self.hist[e] = h
+                return {self.max_bin[e]: 1}
+            starts, bins, counts = self.hist0
+            lo = starts[e]
+            hi = starts[e + 1] if e + 1 < starts.size else bins.size
+            return dict(zip(bins[lo:hi].tolist(), counts[lo:hi].tolist()))
         return h
 
     def _combine(self, keep: int, gone: int) -> float:
@@ -166,8 +188,15 @@ class _Merger:
         hk = self._histogram(keep)
         for b, c in self._histogram(gone).items():
             hk[b] = hk.get(b, 0) + c
-        self.hist.pop(gone, None)
-        return _quantile_score(hk, self.fn.quantile)
+        self.hist[keep] = hk
+        total = sum(hk.values())
+        pivot = self.fn.quantile * total // 100 + 1
+        acc = 0
+        for b in sorted(hk):
+            acc += hk[b]
+            if acc >= pivot:
+                return 1.0 - (b + 0.5) / BINS
+        raise AssertionError("empty histogram")
 
     # -- union-find -------------------------------------------------------------------------------
     def find(self, x: int) -> int:
@@ -192,6 +221,7 @@ class _Merger:
         aw, al = adj[w], adj[l]
         del aw[l]
         del al[w]
+        alive, code, heap, stop_max = self.alive, self.code, self.heap, self.stop_max
         for nb, el in al.items():
             an = adj[nb]
             del an[l]
@@ -204,34 +234,37 @@ class _Merger:
             # survives with the summed statistics and is rescored
             keep, gone = (ew, el) if ew < el else (el, ew)
             s = self._combine(keep, gone)
-            self.alive[gone] = 0
+            alive[gone] = 0
             aw[nb] = keep
             an[w] = keep
-            self.stamp[keep] += 1
             self.score[keep] = s
-            heapq.heappush(self.heap, (s, keep, self.stamp[keep]))
+            c = (_score_key(s) << 32) | keep
+            code[keep] = c
+            if c < stop_max:
+                heapq.heappush(heap, c)
         adj[l] = None
 
     def merge_until(self, threshold: float) -> int:
         """Merge while the cheapest live edge scores below ``threshold`` (waterz: stop at score >= t)."""
-        t = float(np.float32(threshold))  # waterz compares float32 scores with a float32 threshold
-        stream, heap, merged = self.stream, self.heap, 0
+        stop = self.stop_code(threshold)
+        stream, heap, alive, code = self.stream, self.heap, self.alive, self.code
+        mask = (1 << 32) - 1
+        n_stream, merged = len(stream), 0
         while True:
-            top_s = stream[self.pos] if self.pos < len(stream) else None
-            top_h = heap[0] if heap else None
-            if top_s is None and top_h is None:
-                break
-            use_stream = top_h is None or (top_s is not None and top_s < top_h[:2])
-            entry = top_s if use_stream else top_h
-            if entry[0] >= t:
-                break
-            if use_stream:
+            if self.pos < n_stream and (not heap or stream[self.pos] < heap[0]):
+                entry = stream[self.pos]
+                if entry >= stop:
+                    break
                 self.pos += 1
-                e, st = entry[1], 0
-            else:
+            elif heap:
+                entry = heap[0]
+                if entry >= stop:
+                    break
                 heapq.heappop(heap)
-                e, st = entry[1], entry[2]
-            if not self.alive[e] or st != self.stamp[e]:
+            else:
+                break
+            e = entry & mask
+            if not alive[e] or code[e] != entry:
                 continue
             self._merge(e)
             merged += 1
@@ -330,7 +363,7 @@ def agglomerate(
     ths = [float(t) for t in thresholds]
     if ths != sorted(ths):
         raise InputError(f"thresholds {ths}: expected ascending values")
-    merger = _Merger(table, edges, fn, bool(init_with_max))
+    merger = _Merger(table, edges, fn, bool(init_with_max), max(ths) if ths else 0.0)
     out = []
     for t in ths:
         merger.merge_until(t)
