@@ -208,3 +208,18 @@ def test_mixed_plain_and_tiled_sections(tmp_path):
 
     blocks = ts.to_dask((3, 2, 2), (1, 2, 2), "reflect")
     assert (dask.compute(blocks.blocks[1, 1, 0])[0] == padding.read_padded(vol, Box((0, 8, -2), (3, 14, 18)), "reflect")).all()
+
+
+def test_printf_style_patterns_and_other_tile_formats(tmp_path):
+    """`%d_%d.png` names (accepted by some PyTC helpers) and TIFF/JPEG tiles read like PNG ones."""
+    vol = synthetic((2, 20, 20))
+    for z in range(2):
+        for r in range(3):
+            for c in range(3):
+                from PIL import Image
+
+                Image.fromarray(vol[z, r * 8:(r + 1) * 8, c * 8:(c + 1) * 8]).save(tmp_path / f"s{z}_{r}_{c}.tif")
+    meta = {"dtype": "uint8", "image": [f"s{z}_%d_%d.tif" for z in range(2)], "height": 20, "width": 20,
+            "depth": 2, "n_rows": 3, "n_columns": 3, "tile_size": 8}
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    assert (whole(TileSet.from_json(tmp_path / "p.json")) == vol).all()

@@ -22,6 +22,8 @@ Kind = Literal["image", "label", "valid_mask"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+TIFF_STARTS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 #: counts every decode in this process; tests and benchmarks read it to prove a pass decodes each tile once.
 _decodes = [0]
@@ -65,10 +67,16 @@ def _pixels(path: str, data: bytes, fmt: TileFormat) -> np.ndarray:
     """Decode PNG bytes to a 2D array of the layer's values (before scaling)."""
     from PIL import Image
 
-    if not data.startswith(PNG_SIGNATURE):
-        raise InputError(f"{path}: not a PNG file (bad signature); expected a PNG tile")
-    if not data.rstrip(b"\x00").endswith(PNG_END):
-        raise InputError(f"{path}: truncated PNG (no IEND chunk at the end); expected a complete PNG tile")
+    # truncation is checked by the format's end marker, so it is caught even where other code set
+    # Pillow's LOAD_TRUNCATED_IMAGES (PyTC does); other formats Pillow reads rely on its own checks
+    if data.startswith(PNG_SIGNATURE):
+        if not data.rstrip(b"\x00").endswith(PNG_END):
+            raise InputError(f"{path}: truncated PNG (no IEND chunk at the end); expected a complete PNG tile")
+    elif data.startswith(JPEG_START):
+        if not data.rstrip(b"\x00").endswith(JPEG_END):
+            raise InputError(f"{path}: truncated JPEG (no end-of-image marker); expected a complete tile")
+    elif not data.startswith(TIFF_STARTS):
+        raise InputError(f"{path}: not a PNG file (bad signature); expected a PNG tile (JPEG and TIFF are read too)")
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
@@ -80,7 +88,8 @@ def _pixels(path: str, data: bytes, fmt: TileFormat) -> np.ndarray:
     except InputError:
         raise
     except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, zlib.error... for corrupt data
-        raise InputError(f"{path}: corrupt PNG ({type(err).__name__}: {err}); expected a readable PNG tile") from None
+        kind = "PNG" if data.startswith(PNG_SIGNATURE) else "image"
+        raise InputError(f"{path}: corrupt {kind} ({type(err).__name__}: {err}); expected a readable PNG tile") from None
     if mode == "1":
         arr = arr.astype(np.uint8)
     if arr.ndim == 3:
@@ -157,7 +166,7 @@ def decode_tile(
 
 
 def read_header(path: str) -> tuple[tuple[int, int], str]:
-    """(height, width) and Pillow mode of a PNG without decoding it (for ``tileset info --quick``)."""
+    """(height, width) and Pillow mode of a tile without decoding it (for ``tileset info --quick``)."""
     from PIL import Image
 
     try:
@@ -169,10 +178,14 @@ def read_header(path: str) -> tuple[tuple[int, int], str]:
             tail = fh.read()
     except FileNotFoundError:
         raise InputError(f"{path}: tile file not found; expected a PNG tile") from None
-    if head != PNG_SIGNATURE:
-        raise InputError(f"{path}: not a PNG file (bad signature); expected a PNG tile")
-    if not tail.rstrip(b"\x00").endswith(PNG_END):
-        raise InputError(f"{path}: truncated PNG (no IEND chunk at the end); expected a complete PNG tile")
+    if head == PNG_SIGNATURE:
+        if not tail.rstrip(b"\x00").endswith(PNG_END):
+            raise InputError(f"{path}: truncated PNG (no IEND chunk at the end); expected a complete PNG tile")
+    elif head.startswith(JPEG_START):
+        if not tail.rstrip(b"\x00").endswith(JPEG_END):
+            raise InputError(f"{path}: truncated JPEG (no end-of-image marker); expected a complete tile")
+    elif not head.startswith(TIFF_STARTS):
+        raise InputError(f"{path}: not a PNG file (bad signature); expected a PNG tile (JPEG and TIFF are read too)")
     try:
         with Image.open(path) as im:
             return (im.height, im.width), im.mode

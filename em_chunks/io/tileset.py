@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Literal, Optional, Sequence, Union
@@ -87,8 +88,20 @@ class TileSetSpec(FrozenModel):
         return (ts, ts) if isinstance(ts, int) else (int(ts[0]), int(ts[1]))
 
 
+_PERCENT = re.compile(r"%[-+ 0#]*\d*[dis]")
+
+
 def _is_tiled(pattern: str) -> bool:
-    return "{row" in pattern or "{column" in pattern
+    """Has per-tile placeholders: ``{row}``/``{column}`` (PyTC's create_json) or two printf fields
+    (``%d_%d.png``, which some PyTC helpers accept)."""
+    return "{row" in pattern or "{column" in pattern or len(_PERCENT.findall(pattern)) == 2
+
+
+def format_tile(pattern: str, row: int, column: int) -> str:
+    """The file name of one tile: ``row``/``column`` as they appear in names (tile_st already added)."""
+    if "{row" in pattern or "{column" in pattern:
+        return pattern.format(row=row, column=column)
+    return pattern % (row, column)
 
 
 def _consistency(spec: TileSetSpec, source: str) -> None:
@@ -100,8 +113,8 @@ def _consistency(spec: TileSetSpec, source: str) -> None:
         for z, p in enumerate(paths or []):
             if _is_tiled(p):
                 try:
-                    p.format(row=0, column=0)
-                except (KeyError, IndexError, ValueError) as err:
+                    format_tile(p, 0, 0)
+                except (KeyError, IndexError, ValueError, TypeError) as err:
                     raise InputError(f"{source}: field '{layer}.{z}': bad placeholder in {p!r} ({err}); expected only {{row}} and {{column}}") from None
     th, tw = spec.tile_shape
     tiled = any(_is_tiled(p) for layer in LAYERS for p in (getattr(spec, layer) or []))
@@ -257,7 +270,7 @@ class TileSet:
         pattern, tiled = self._patterns(layer)[z]
         if not tiled:
             return pattern
-        return pattern.format(row=row + self.spec.tile_st[0], column=col + self.spec.tile_st[1])
+        return format_tile(pattern, row + self.spec.tile_st[0], col + self.spec.tile_st[1])
 
     def _geom(self, layer: str, row: int, col: int) -> tuple:
         th, tw = self.tile_shape(layer)
