@@ -6,7 +6,8 @@ stage), and the oracle the tests use to prove that the result does not depend on
     A  fragment_chunk(affs[ctx])                 -> labels[core] (packed ids), FragmentSummary
     B  link_chunk(affs[ctx], labels[ctx])        -> crossing joins           (needs A of neighbours)
     -- resolve_fragments(summaries, links)       -> FragmentTable            (client)
-    C  region_graph_chunk(affs[ctx], canon[ctx]) -> EdgeHistograms           (canon = table lookup of labels[ctx])
+    C  region_graph_chunk(affs[ctx], labels[ctx], lookup=table.canonical_lookup(stage_c_chunks))
+                                                 -> EdgeHistograms           (lookup applied to the voxels read)
     -- merge_histograms, agglomerate             -> segment id per fragment  (client)
     D  relabel_chunk(labels[core], lookup)       -> segmentation[core]
 
@@ -24,7 +25,7 @@ from em_chunks.ops.agglomerate import agglomerate
 from em_chunks.ops.fragments import FragmentTable, fragment_chunk, link_chunk, resolve_fragments
 from em_chunks.ops.ids import relabel_chunk
 from em_chunks.ops.params import DecodeParams
-from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk
+from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk, stage_c_chunks
 
 CONTEXT_GROW = 1
 
@@ -63,10 +64,9 @@ def region_graph_volume(
     """Stage C over all chunks, merged."""
     parts = []
     for ch in grid:
-        lookup = table.canonical_lookup([ch.id] + [n.id for n in grid.neighbours(ch)])
-        canon_ctx = lookup(read_padded(labels, ch.context))
-        parts.append(region_graph_chunk(read_padded(affs, ch.context, 1), canon_ctx, ch.core, ch.context, params,
-                                         full_histograms))
+        lookup = table.canonical_lookup(stage_c_chunks(grid, ch))
+        parts.append(region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
+                                         ch.context, params, full_histograms, lookup=lookup))
     return merge_histograms(parts)
 
 

@@ -15,8 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from em_chunks.geometry import Box
+from em_chunks.geometry import Box, Chunk, ChunkGrid
 from em_chunks.ops.affinity import check_context, discretize, select_channels, to_fixed
+from em_chunks.ops.ids import IdLookup
 from em_chunks.ops.params import DecodeParams
 
 
@@ -98,12 +99,16 @@ def region_graph_chunk(
     context: Box,
     params: DecodeParams,
     full_histograms: bool | None = None,
+    lookup: IdLookup | None = None,
 ) -> EdgeHistograms:
     """Stage C: statistics of every voxel-edge (v, v - e_c) with v in the core whose two labels differ.
 
-    ``canon_ctx`` holds canonical fragment ids on ``context`` (which must contain ``core`` grown by 1;
-    only the predecessor side is read), 0 outside the volume and on background, so edges leaving the
-    volume or touching background are skipped. ``full_histograms`` defaults to ``not init_with_max``.
+    ``canon_ctx`` holds canonical fragment ids on ``context`` (which must contain ``core`` grown by 1),
+    0 outside the volume and on background, so edges leaving the volume or touching background are
+    skipped. Only the core and the three predecessor faces (-z, -y, -x) are read. With ``lookup``,
+    ``canon_ctx`` may hold the stored stage-A labels instead: the lookup (local -> canonical) is then
+    applied to the voxels read only, so it needs the ids of this chunk and of its face predecessors
+    (``stage_c_chunks``). ``full_histograms`` defaults to ``not init_with_max``.
     """
     a = select_channels(affs_ctx, params.channels)
     check_context(core, context, a.shape[1:])
@@ -111,12 +116,21 @@ def region_graph_chunk(
     if canon_ctx.shape != context.shape:
         raise ValueError(f"canon_ctx shape {canon_ctx.shape} != context shape {context.shape}")
     full = (not params.init_with_max) if full_histograms is None else bool(full_histograms)
-    here = canon_ctx[core.slices(context)]
+    mapped = (lambda x: x) if lookup is None else lookup
+    here = mapped(canon_ctx[core.slices(context)])
     us, vs, affs = [], [], []
     for c in range(3):
         shift = [0, 0, 0]
         shift[c] = -1
-        there = canon_ctx[core.shift(shift).slices(context)]
+        # the predecessor of each core voxel: the core itself, shifted, except one face plane
+        there = np.empty_like(here)
+        inner = [slice(None)] * 3
+        inner[c] = slice(1, None)
+        outer = [slice(None)] * 3
+        outer[c] = slice(0, 1)
+        there[tuple(inner)] = here[tuple([slice(None, -1) if i == c else slice(None) for i in range(3)])]
+        face = Box(core.shift(shift).offset, tuple(1 if i == c else n for i, n in enumerate(core.shape)))
+        there[tuple(outer)] = mapped(canon_ctx[face.slices(context)])
         sel = (here != there) & (here != 0) & (there != 0)
         if not sel.any():
             continue
@@ -146,6 +160,17 @@ def region_graph_chunk(
         kw = dict(hist_edge=hcode // 256, hist_bin=(hcode % 256).astype(np.uint8), hist_count=hcount.astype(np.int64))
     # uniq is sorted by (ui, vi) and labels are sorted, so (eu, ev) is already in (u, v) order
     return EdgeHistograms(eu, ev, max_bin, count, aff_sum, **kw)
+
+
+def stage_c_chunks(grid: ChunkGrid, chunk: Chunk) -> list[int]:
+    """Ids of the chunks whose stage-A labels stage C reads for ``chunk``: itself and its -z/-y/-x faces."""
+    out = [chunk.id]
+    for axis in range(3):
+        if chunk.index[axis] > 0:
+            idx = list(chunk.index)
+            idx[axis] -= 1
+            out.append(grid.flat_id(idx))
+    return out
 
 
 def merge_histograms(parts: Sequence[EdgeHistograms]) -> EdgeHistograms:
