@@ -31,6 +31,7 @@ def test_decoding_is_identical_for_every_grid_on_real_labels():
     params = DecodeParams(thresholds=(0.5,))
     base = _assert_invariant(affs, params)
     assert len(np.unique(base[0])) > 20
+    assert scores(contingency(base[0], gt))["adapted_rand_error"] < 0.1
 
 
 def test_decoding_uint8_affinities_is_invariant_too():
