@@ -51,7 +51,7 @@ def test_owned_windows_partition_the_grid_for_any_chunking():
 def test_weights_are_positive_integers_peaking_at_the_centre():
     for mode in ("gaussian", "bump", "constant"):
         w = window_weights((8, 32, 32), mode)
-        assert w.dtype == np.int64 and w.min() >= 1 and w.max() == 2**16
+        assert w.dtype == np.int64 and w.min() >= 1 and w.max() == 2**20
         np.testing.assert_array_equal(w, w[::-1, ::-1, ::-1])  # symmetric
     g = axis_profile(64, "gaussian")
     # sigma = W/8: one sigma from the centre the profile is exp(-1/2)

@@ -5,7 +5,7 @@ it. In floating point that sum depends on the order of the additions, so a chunk
 whole-volume run only if every voxel sees the same windows in the same order. We make the sum exact
 instead, which makes it independent of order and of how windows are split between tasks:
 
-* each window's weight map is quantised once to integers ``1 .. 2**WEIGHT_BITS`` (never 0, so every
+* each window's weight map is quantised once to integers ``1 .. 2**WEIGHT_BITS`` (2**20) (never 0, so every
   covered voxel has a positive normaliser, also for the ``bump`` profile that vanishes at the borders);
 * each prediction is rounded to fixed point, ``q = round(p * 2**VALUE_BITS)`` (resolution 6e-8, below
   float32's spacing near 1), after clamping ``|p| <= VALUE_LIMIT`` so int64 sums cannot overflow;
@@ -13,7 +13,7 @@ instead, which makes it independent of order and of how windows are split betwee
 * the output is ``float32(acc / (norm * 2**VALUE_BITS))`` computed in float64 (deterministic rounding).
 
 The only approximation against textbook float blending is the rounding of ``p`` (absolute error
-<= 2**-25) and of the weights (relative 2**-17); both are far below what matters for affinities.
+<= 2**-25) and of the weights (2**-21 of the peak); both are far below what matters for affinities.
 
 ``uint8`` outputs are ``round(clip(p, 0, 1) * 255)`` (round half to even), so a stored value differs from
 the float result by at most 0.5/255.
@@ -27,9 +27,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-WEIGHT_BITS = 16
+WEIGHT_BITS = 20
 VALUE_BITS = 24
-VALUE_LIMIT = float(2**14)  # |prediction| clamp: 2**14 * 2**24 * 2**16 = 2**54 per window, 256 windows fit int64
+VALUE_LIMIT = float(2**10)  # |prediction| clamp: 2**10 * 2**24 * 2**20 = 2**54 per window; 256 windows fit int64
 MAX_COVER = 256  # most windows allowed to cover one voxel (checked by SlidingWindow)
 BLENDINGS = ("gaussian", "bump", "constant")
 

@@ -16,11 +16,13 @@ grid index; its context (what the reader must deliver, padded) is the union of t
 :meth:`SlidingWindow.context_for`. Predictions are blended with integer weights in exact fixed point
 (:mod:`em_chunks.learn.blend`), so the sum over windows does not depend on order or grouping.
 
-The other source of difference is the model itself: on CPU (oneDNN) a window's prediction changes in the
-last bit with the batch *size* (not with its position in the batch or the other windows in it). So the
-model always receives batches of exactly ``sw_batch_size`` windows, the last batch filled up by repeating
-its last window: every window is computed by the same kernels whichever chunk asks for it.
-``sw_batch_size`` is therefore part of the configuration (different sizes agree to ~1e-7, not bitwise).
+The other source of difference is the model itself. On CPU (oneDNN) a window's prediction can change in
+the last bit with the batch *size*, with the window's *slot* in the batch (seen with odd window shapes)
+and with the number of torch threads -- not with the content of the other slots. So the model always
+receives batches of exactly ``sw_batch_size`` slots and a window always sits in slot
+``flat_index % sw_batch_size`` (:meth:`SlidingWindow.batches`; empty slots get zeros): every window is
+computed by the same kernels whichever chunk asks for it. ``sw_batch_size`` and the torch thread count
+are therefore part of the configuration (different values agree to ~1e-7, not bitwise).
 On CUDA, :func:`prepare_model` turns off cuDNN autotuning for the same reason.
 
 Two ways to use it from a chunked engine:
@@ -200,6 +202,29 @@ class SlidingWindow:
         ks = np.nonzero(useful & (anchor >= begin) & (anchor < end))[0]
         return range(int(ks[0]), int(ks[-1]) + 1) if len(ks) else range(0)
 
+    def flat_index(self, index: Sequence[int]) -> int:
+        """C-order number of a window in the grid."""
+        f = 0
+        for k, n in zip(index, self.grid_shape):
+            f = f * n + int(k)
+        return f
+
+    def batches(self, windows: Sequence[Window]) -> list[list[Window | None]]:
+        """Model batches of exactly ``sw_batch_size`` slots; window ``f`` (flat index) always sits in slot
+        ``f % sw_batch_size`` and empty slots are ``None`` (the caller fills them with zeros).
+
+        Why: CPU kernels (oneDNN) split a batch between threads, and a window's result can change in the
+        last bit with the batch size and with its slot in the batch (seen with odd window shapes); the
+        content of the other slots does not matter. Fixed size and slot make a window's prediction the same
+        in every chunk that computes it (given the same number of torch threads).
+        """
+        bs = self.sw_batch_size
+        slots: list[list[Window]] = [[] for _ in range(bs)]
+        for w in windows:
+            slots[self.flat_index(w.index) % bs].append(w)
+        n = max((len(s) for s in slots), default=0)
+        return [[s[i] if i < len(s) else None for s in slots] for i in range(n)]
+
     def _windows(self, ranges: Sequence[range]) -> list[Window]:
         return [self.window_at(k) for k in itertools.product(*ranges)]
 
@@ -363,19 +388,18 @@ def _accumulate(
                   activation=activation, dims=dims)
     acc: torch.Tensor | None = None
     finite = torch.ones((), dtype=torch.bool, device=device)
-    bs = sw.sw_batch_size
+    filler = torch.zeros((ctx.shape[0],) + tuple(sw.window), dtype=ctx.dtype, device=device)
     with torch.inference_mode():
-        for start in range(0, len(windows), bs):
-            group = list(windows[start:start + bs])
-            real = len(group)
-            group += [group[-1]] * (bs - real)  # constant batch size: same kernels for every window
-            x = torch.stack([ctx[(slice(None),) + w.input.slices(needed)] for w in group])
-            pred = run(x)[:real]
-            finite &= torch.isfinite(pred).all()
+        for group in sw.batches(windows):
+            x = torch.stack([filler if w is None else ctx[(slice(None),) + w.input.slices(needed)] for w in group])
+            pred = run(x)
             q = blend.quantize(pred)
             if acc is None:
                 acc = torch.zeros((pred.shape[1],) + target.shape, dtype=torch.int64, device=device)
-            for i, w in enumerate(group[:real]):
+            for i, w in enumerate(group):
+                if w is None:
+                    continue
+                finite &= torch.isfinite(pred[i]).all()
                 part = w.output.intersect(target)
                 if part.empty:
                     continue
