@@ -41,9 +41,21 @@ def _as_array(volume: Any, key: Optional[str], what: str):
     return arr
 
 
-def _section(arr, z: int) -> np.ndarray:
-    s = arr[z]
-    return np.asarray(s.compute(scheduler="threads") if hasattr(s, "compute") else s)
+def _section_batches(arr, budget: int = 256 << 20):
+    """(z0, sections) in batches that follow the source's z chunks, so each stored block is read once
+    (slicing one section at a time would decode a 32-page TIFF block 32 times), capped by ``budget``."""
+    depth = int(arr.shape[0])
+    section_bytes = max(1, int(np.prod(arr.shape[1:])) * np.dtype(arr.dtype).itemsize)
+    step = max(1, budget // section_bytes)
+    chunks = getattr(arr, "chunks", None)
+    if chunks and isinstance(chunks[0], tuple):  # dask: follow its blocks
+        edges = [int(e) for e in np.cumsum((0,) + tuple(chunks[0]))]
+    else:
+        edges = list(range(0, depth, step)) + [depth]
+    for z0, z1 in zip(edges[:-1], edges[1:]):
+        for s in range(int(z0), int(z1), step):
+            part = arr[s:min(int(z1), s + step)]
+            yield s, np.asarray(part.compute(scheduler="threads") if hasattr(part, "compute") else part)
 
 
 def _save_png(path: Path, tile: np.ndarray) -> None:
@@ -61,6 +73,27 @@ def _save_png(path: Path, tile: np.ndarray) -> None:
 
 def _encode_labels(tile: np.ndarray, fmt: str) -> np.ndarray:
     return ids_to_vast_rgb(tile) if fmt == "rgb" else tile.astype(np.uint16)
+
+
+def _write_section(pool, section, folder: Path, layer: str, rows: int, cols: int, th: int, tw: int,
+                   pad_edges: bool, label_fmt: str, tile_st: Sequence[int]) -> None:
+    """Cut one section into tiles and write them (PNG encoding runs on the pool's threads)."""
+    jobs = []
+    for r in range(rows):
+        for c in range(cols):
+            tile = section[r * th:(r + 1) * th, c * tw:(c + 1) * tw]
+            if pad_edges and tile.shape != (th, tw):
+                full = np.zeros((th, tw), dtype=tile.dtype)
+                full[: tile.shape[0], : tile.shape[1]] = tile
+                tile = full
+            if layer == "label":
+                tile = _encode_labels(tile, label_fmt)
+            elif tile.dtype == np.bool_:
+                tile = tile.astype(np.uint8)
+            path = folder / f"{r + int(tile_st[0])}_{c + int(tile_st[1])}.png"
+            jobs.append(pool.submit(_save_png, path, tile))
+    for j in jobs:
+        j.result()
 
 
 def make_tileset(
@@ -137,25 +170,10 @@ def make_tileset(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for layer, arr in layers.items():
-            for z in range(depth):
-                section = _section(arr, z)
-                folder = out / layer / str(z).zfill(digits)
-                jobs = []
-                for r in range(rows):
-                    for c in range(cols):
-                        tile = section[r * th:(r + 1) * th, c * tw:(c + 1) * tw]
-                        if pad_edges and tile.shape != (th, tw):
-                            full = np.zeros((th, tw), dtype=tile.dtype)
-                            full[: tile.shape[0], : tile.shape[1]] = tile
-                            tile = full
-                        if layer == "label":
-                            tile = _encode_labels(tile, label_fmt)
-                        elif tile.dtype == np.bool_:
-                            tile = tile.astype(np.uint8)
-                        path = folder / f"{r + int(tile_st[0])}_{c + int(tile_st[1])}.png"
-                        jobs.append(pool.submit(_save_png, path, tile))
-                for j in jobs:
-                    j.result()
+            for z0, batch in _section_batches(arr):
+                for z, section in enumerate(batch, start=z0):
+                    _write_section(pool, section, out / layer / str(z).zfill(digits), layer, rows, cols, th, tw,
+                                   pad_edges, label_fmt, tile_st)
 
     if voxel_size is None and isinstance(volume, (str, Path)):
         from em_chunks.io.volume import voxel_size_of
