@@ -157,3 +157,24 @@ def test_merge_function_names():
         parse_merge_function("aff100_his256")
     with pytest.raises(InputError, match="thresholds"):
         DecodeParams(thresholds=(0.5, 0.2))
+
+
+def test_tuning_from_a_fragment_table_equals_scoring_each_segmentation():
+    from em_chunks.ops.decode_reference import decode_volume
+    from em_chunks.ops.tune import score_agglomerations
+
+    gt, affs = synthetic(shape=(12, 24, 24), noise=0.08, seed=5)
+    params = DecodeParams()
+    grid = ChunkGrid(affs.shape[1:], (2, 2, 1), 1)
+    labels, table = fragments_volume(affs, grid, params)
+    edges = region_graph_volume(affs, labels, table, grid, params)
+    frag_table = contingency(labels, gt)  # stage-A labels: what the engine sums per chunk
+    rows = score_agglomerations(table, edges, frag_table, ["aff85_his256", "aff50_mean"], [0.5, 0.3])
+    assert [(r["merge_function"], r["threshold"]) for r in rows] == [
+        ("aff85_his256", 0.3), ("aff85_his256", 0.5), ("aff50_mean", 0.3), ("aff50_mean", 0.5)]
+    for r in rows:
+        p = DecodeParams(thresholds=(r["threshold"],), merge_function=r["merge_function"])
+        seg = decode_volume(affs, (1, 1, 1), p)[0]
+        direct = scores(contingency(seg, gt))
+        for k, v in direct.items():
+            assert abs(r[k] - v) < 1e-12, k

@@ -19,10 +19,11 @@ from em_chunks.ops.metrics import (
 )
 from em_chunks.ops.params import DecodeParams
 from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk, stage_c_chunks
+from em_chunks.ops.tune import score_agglomerations
 
 __all__ = [
     "MERGE_FUNCTIONS", "Contingency", "DecodeParams", "EdgeHistograms", "FragmentSummary", "FragmentTable",
     "IdLookup", "agglomerate", "aggregate_contingency", "contingency", "decode_volume", "fragment_chunk",
     "link_chunk", "merge_contingency", "merge_histograms", "pack_ids", "parse_merge_function", "read_padded",
-    "region_graph_chunk", "relabel_chunk", "resolve_fragments", "scores", "stage_c_chunks",
+    "region_graph_chunk", "relabel_chunk", "resolve_fragments", "score_agglomerations", "scores", "stage_c_chunks",
 ]
