@@ -74,3 +74,15 @@ def test_resume_without_checkpoint_and_bad_patch_are_refused(tmp_path):
         train(config(image, labels), tmp_path / "empty", resume=True, progress=False)
     with pytest.raises(InputError, match="multiples of"):
         train(config(image, labels, extra=["data.patch=[8,17,16]"]), tmp_path / "o", progress=False)
+
+
+def test_2d_mode_trains_on_sections(tmp_path):
+    torch.set_num_threads(1)
+    image, labels = synthetic(tmp_path)
+    cfg = config(image, labels, iterations=4, extra=[
+        "data.dims=2", "data.target=aff2", "data.patch=[1,16,16]", "model.architecture=unet2d",
+        "augment={flip: {p: 1.0}, grayscale: {p: 0.5}}"])
+    metrics = train(cfg, tmp_path / "out2d", progress=False)
+    assert len(metrics["loss"]) == 4
+    model, info = load_checkpoint(tmp_path / "out2d" / "last.pt")
+    assert model.dims == 2 and model.out_channels == 2 and info["offsets"] == [[1, 0], [0, 1]]
