@@ -34,6 +34,19 @@ def test_decoding_is_identical_for_every_grid_on_real_labels():
     assert scores(contingency(base[0], gt))["adapted_rand_error"] < 0.1
 
 
+def test_first_voxel_ids_make_the_arrays_identical_for_every_grid():
+    _, affs = synthetic(shape=(14, 30, 26), noise=0.1, seed=10)
+    params = DecodeParams(thresholds=(0.3, 0.5), segment_ids="first_voxel", dust_merge_size=10)
+    base = decode_volume(affs, (1, 1, 1), params)
+    for pieces in GRIDS:
+        for a, b in zip(base, decode_volume(affs, pieces, params)):
+            assert np.array_equal(a, b)
+    # the id is 1 + the flat index of the segment's first voxel
+    seg = base[1]
+    ids, first = np.unique(seg.ravel(), return_index=True)
+    assert np.array_equal(ids[ids > 0], first[ids > 0].astype(np.uint64) + 1)
+
+
 def test_decoding_uint8_affinities_is_invariant_too():
     _, affs = synthetic(shape=(16, 30, 30), noise=0.1, seed=9)
     q = np.round(affs * 255).astype(np.uint8)  # quantised: many ties

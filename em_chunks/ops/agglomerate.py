@@ -34,6 +34,7 @@ from em_chunks.ops.affinity import BINS, FIXED_ONE
 from em_chunks.ops.fragments import FragmentTable
 from em_chunks.ops.region_graph import EdgeHistograms
 
+SEGMENT_ID_MODES = ("packed", "first_voxel")
 MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256", "aff50_mean")
 
 _SHORT = re.compile(r"^aff(\d{1,2})_his256$")
@@ -168,16 +169,14 @@ class _Merger:
         return _score_key(t) << 32
 
     # -- statistics of merged edges ---------------------------------------------------------------
-    def _histogram(self, e: int) -> dict[int, int]:
-        h = self.hist.pop(e, None)
-        if h is None:
-            if self.hist0 is None:
-                return {self.max_bin[e]: 1}
-            starts, bins, counts = self.hist0
-            lo = starts[e]
-            hi = starts[e + 1] if e + 1 < starts.size else bins.size
-            return dict(zip(bins[lo:hi].tolist(), counts[lo:hi].tolist()))
-        return h
+    def _histogram0(self, e: int) -> dict[int, int]:
+        """The initial histogram of edge ``e`` (one count at the max bin, or the full one)."""
+        if self.hist0 is None:
+            return {self.max_bin[e]: 1}
+        starts, bins, counts = self.hist0
+        lo = starts[e]
+        hi = starts[e + 1] if e + 1 < starts.size else bins.size
+        return dict(zip(bins[lo:hi].tolist(), counts[lo:hi].tolist()))
 
     def _combine(self, keep: int, gone: int) -> float:
         """Add edge ``gone``'s statistics to edge ``keep`` and return ``keep``'s new score."""
@@ -185,12 +184,17 @@ class _Merger:
             self.count[keep] += self.count[gone]
             self.aff_sum[keep] += self.aff_sum[gone]
             return 1.0 - (self.aff_sum[keep] / FIXED_ONE) / self.count[keep]
-        hk = self._histogram(keep)
-        for b, c in self._histogram(gone).items():
+        hist = self.hist
+        hk = hist.pop(keep, None)
+        hg = hist.pop(gone, None)
+        if hk is None:
+            hk = self._histogram0(keep)
+        if hg is None:
+            hg = self._histogram0(gone)
+        for b, c in hg.items():
             hk[b] = hk.get(b, 0) + c
-        self.hist[keep] = hk
-        total = sum(hk.values())
-        pivot = self.fn.quantile * total // 100 + 1
+        hist[keep] = hk
+        pivot = self.fn.quantile * sum(hk.values()) // 100 + 1
         acc = 0
         for b in sorted(hk):
             acc += hk[b]
@@ -221,27 +225,32 @@ class _Merger:
         aw, al = adj[w], adj[l]
         del aw[l]
         del al[w]
-        alive, code, heap, stop_max = self.alive, self.code, self.heap, self.stop_max
+        alive, code, heap, stop_max, score = self.alive, self.code, self.heap, self.stop_max, self.score
+        combine, push, key = self._combine, heapq.heappush, _score_key
+        aw_get = aw.get
         for nb, el in al.items():
             an = adj[nb]
             del an[l]
-            ew = aw.get(nb)
+            ew = aw_get(nb)
             if ew is None:
                 aw[nb] = el
                 an[w] = el
                 continue
             # a shared neighbour: the edge with the smaller index (= smaller fragment-key pair)
             # survives with the summed statistics and is rescored
-            keep, gone = (ew, el) if ew < el else (el, ew)
-            s = self._combine(keep, gone)
+            if ew < el:
+                keep, gone = ew, el
+            else:
+                keep, gone = el, ew
+                aw[nb] = keep
+                an[w] = keep
+            s = combine(keep, gone)
             alive[gone] = 0
-            aw[nb] = keep
-            an[w] = keep
-            self.score[keep] = s
-            c = (_score_key(s) << 32) | keep
+            score[keep] = s
+            c = (key(s) << 32) | keep
             code[keep] = c
             if c < stop_max:
-                heapq.heappush(heap, c)
+                push(heap, c)
         adj[l] = None
 
     def merge_until(self, threshold: float) -> int:
@@ -350,13 +359,18 @@ def agglomerate(
     init_with_max: bool = True,
     dust_merge_size: int = 0,
     dust_remove_size: int = 0,
+    segment_ids: str = "packed",
 ) -> list[np.ndarray]:
     """One segment id per fragment (aligned with ``table.ids``, uint64, 0 = removed) per threshold.
 
     Thresholds must be ascending; they are handled in one pass (waterz's ``mergeUntil`` sequence).
-    A segment's id is the canonical id of its fragment with the smallest key. Dust handling is
-    applied to each snapshot separately and does not feed back into later thresholds.
+    Dust handling is applied to each snapshot separately and does not feed back into later thresholds.
+    ``segment_ids``: "packed" (default) = the canonical (chunk-packed) id of the segment's fragment with
+    the smallest key; "first_voxel" = 1 + the global C-order index of the segment's first voxel, the
+    same number for every chunk grid (also unique without coordination).
     """
+    if segment_ids not in SEGMENT_ID_MODES:
+        raise InputError(f"decode.segment_ids {segment_ids!r}: expected one of {', '.join(SEGMENT_ID_MODES)}")
     fn = parse_merge_function(merge_function)
     if fn.init_with_max is not None:
         init_with_max = fn.init_with_max
@@ -369,7 +383,8 @@ def agglomerate(
         merger.merge_until(t)
         roots = merger.roots()
         fkey, fsize = merger.dust(roots, dust_merge_size, dust_remove_size)
-        seg = table.ids[fkey[roots]] if len(table) else np.zeros(0, np.uint64)
+        names = table.ids if segment_ids == "packed" else table.keys.astype(np.uint64) + np.uint64(1)
+        seg = names[fkey[roots]] if len(table) else np.zeros(0, np.uint64)
         if dust_remove_size > 0:
             seg = np.where(fsize[roots] < dust_remove_size, np.uint64(0), seg)
         out.append(np.asarray(seg, np.uint64))

@@ -20,6 +20,8 @@ class DecodeParams:
     dust_merge_size: segments smaller than this merge into their best-scoring neighbour (0 = off).
     dust_remove_size: segments smaller than this (after dust merging) become background 0 (0 = off).
     channels: the three short-range affinity channels (z, y, x) to read.
+    segment_ids: "packed" (chunk index in the high bits) or "first_voxel" (1 + C-order index of the
+    segment's first voxel: identical numbers for every chunk grid).
     """
 
     aff_threshold_low: float = 0.1
@@ -30,9 +32,10 @@ class DecodeParams:
     dust_merge_size: int = 0
     dust_remove_size: int = 0
     channels: tuple[int, int, int] = field(default=(0, 1, 2))
+    segment_ids: str = "packed"
 
     def __post_init__(self) -> None:
-        from em_chunks.ops.agglomerate import parse_merge_function
+        from em_chunks.ops.agglomerate import SEGMENT_ID_MODES, parse_merge_function
 
         ths = tuple(float(t) for t in (self.thresholds if hasattr(self.thresholds, "__iter__") else [self.thresholds]))
         if not ths:
@@ -56,3 +59,5 @@ class DecodeParams:
         if len(ch) != 3 or any(c < 0 for c in ch):
             raise InputError(f"decode.channels {self.channels!r}: expected three channel indices (z, y, x)")
         object.__setattr__(self, "channels", ch)
+        if self.segment_ids not in SEGMENT_ID_MODES:
+            raise InputError(f"decode.segment_ids {self.segment_ids!r}: expected one of {', '.join(SEGMENT_ID_MODES)}")
