@@ -72,17 +72,18 @@ def fragment_chunk(
         return np.zeros(shape, np.uint64), FragmentSummary(chunk_id, empty.astype(np.uint64), empty, empty)
     d, fg = _decide(a, core, context, volume_shape, params.aff_threshold_low)
     strides = (shape[1] * shape[2], shape[2], 1)
-    idx = np.arange(n, dtype=np.int64).reshape(shape)
+    itype = np.int32 if 4 * n < 2**31 else np.int64  # what csgraph uses internally: no conversion copy
+    idx = np.arange(n, dtype=itype).reshape(shape)
 
     # column 0: the steepest-ascent join of each voxel (a self loop where it has none in the core)
-    offsets = np.array([-strides[0], -strides[1], -1, strides[0], strides[1], 1], np.int64)
+    offsets = np.array([-strides[0], -strides[1], -1, strides[0], strides[1], 1], itype)
     inside = np.ones((6,) + shape, bool)
     for k, (axis, step) in enumerate(_DIRS):
         sl = [slice(None)] * 3
         sl[axis] = 0 if step < 0 else -1
         inside[(k,) + tuple(sl)] = False
     ok = fg & np.take_along_axis(inside, d[None].astype(np.intp), axis=0)[0]
-    cols = np.empty(shape + (4,), np.int64)
+    cols = np.empty(shape + (4,), itype)
     cols[..., 0] = np.where(ok, idx + offsets[d], idx)
     # columns 1..3: joins across edges >= high to the predecessor along each axis (edges are symmetric)
     rel = core.relative_to(context)
@@ -94,7 +95,7 @@ def fragment_chunk(
         h[tuple(sl)] = False  # predecessor outside the core: stage B's business
         cols[..., 1 + c] = np.where(h, idx - strides[c], idx)
     graph = sparse.csr_matrix(
-        (np.ones(4 * n, np.int8), cols.reshape(-1), np.arange(0, 4 * n + 1, 4, dtype=np.int64)),
+        (np.ones(4 * n, np.int8), cols.reshape(-1), np.arange(0, 4 * n + 1, 4, dtype=itype)),
         shape=(n, n),
     )
     _, comp = csgraph.connected_components(graph, directed=True, connection="weak")
