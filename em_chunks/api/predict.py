@@ -1,0 +1,144 @@
+"""``predict``: model -> affinities -> waterz-style decoding -> (metrics), chunk by chunk on the cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import zarr
+from distributed import Client
+
+from em_chunks.api.decode import decode_params
+from em_chunks.api.run import computing_run
+from em_chunks.api.workflow import Workflow, load_workflow
+from em_chunks.config.predict import PredictConfig
+from em_chunks.engine.cluster import visible_gpus
+from em_chunks.engine.decode import agglomerate_graph, build_region_graph, check_labels, scores_of, stage_segmentation
+from em_chunks.engine.predict import InferenceSpec, run_inference
+from em_chunks.engine.preview import write_preview
+from em_chunks.engine.runner import run_stage
+from em_chunks.engine.source import Source
+from em_chunks.engine.state import RunState
+from em_chunks.errors import InputError
+from em_chunks.geometry import Box, ChunkGrid, parse_chunks, storage_aligned
+from em_chunks.io.ome_zarr import create_image, open_root
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def inference_spec(cfg: PredictConfig, checkpoint: Path, info: dict, volume: tuple[int, int, int]) -> InferenceSpec:
+    """Resolve defaults from the checkpoint (window = training patch, offsets) and check the input fits."""
+    train = info.get("train_config") or {}
+    model_cfg = info.get("model_config") or {}
+    patch = tuple((train.get("data") or {}).get("patch") or (16, 64, 64))
+    window = tuple(cfg.window or patch)
+    dims = int(model_cfg.get("dims", 3))
+    if dims == 2 and window[0] != 1:
+        window = (1,) + window[1:]
+    offsets = info.get("offsets")
+    out_channels = int(model_cfg.get("out_channels", len(offsets) if offsets else 3))
+    if cfg.select_channel is not None and max(cfg.select_channel) >= out_channels:
+        raise InputError(f"predict.select_channel {list(cfg.select_channel)}: the model has {out_channels} output channels")
+    return InferenceSpec(
+        checkpoint=str(checkpoint), window=window, overlap=cfg.overlap, stride=cfg.stride, pad=cfg.pad, crop=cfg.crop,
+        blending=cfg.blending, sw_batch_size=cfg.sw_batch_size, boundary=cfg.boundary, tta=cfg.tta,
+        select_channel=tuple(cfg.select_channel) if cfg.select_channel else None, activation=cfg.activation,
+        output_dtype=cfg.output_dtype, amp=cfg.amp, device=cfg.device, torch_threads=cfg.torch_threads,
+        offsets=tuple(tuple(int(v) for v in o) for o in offsets) if offsets else None, volume=volume,
+    )
+
+
+def predict(
+    input: Optional[str | Path] = None,
+    checkpoint: Optional[str | Path] = None,
+    out: Optional[str | Path] = None,
+    chunks: Optional[str | tuple[int, int, int]] = None,
+    workflow: Optional[Workflow | str | Path] = None,
+    labels: Optional[str | Path] = None,
+    *,
+    overrides: Optional[list[str]] = None,
+    scheduler: Optional[str] = None,
+    workers: int = 2,
+    client: Optional[Client] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the model, decoding and (with labels) evaluation; returns the metrics (also in metrics.json)."""
+    from em_chunks.learn.checkpoint import load_checkpoint
+
+    wf = workflow if isinstance(workflow, Workflow) else load_workflow(workflow, overrides)
+    cfg = wf.predict_config()
+    input = input or cfg.input
+    checkpoint = checkpoint or cfg.checkpoint
+    labels = labels or cfg.labels
+    if input is None:
+        raise InputError("predict: no INPUT given and the workflow names no predict.input")
+    if checkpoint is None:
+        raise InputError("predict: --checkpoint is required (or predict.checkpoint in the workflow)")
+    if out is None:
+        raise InputError("predict: --out is required")
+    raw = Source.open(input)
+    if len(raw.shape) != 3:
+        raise InputError(f"{raw.path}: the model takes a (Z, Y, X) image volume, got shape {raw.shape}")
+    model, info = load_checkpoint(checkpoint)
+    info = {**info, "model_config": {**(info.get("model_config") or {}), "in_channels": model.in_channels,
+                                     "out_channels": model.out_channels, "dims": model.dims}}
+    del model
+    in_channels = int(info["model_config"]["in_channels"])
+    if in_channels != 1:
+        raise InputError(f"{checkpoint}: the model expects {in_channels} input channels, the input {raw.path} has 1")
+    shape = raw.spatial_shape
+    lab = Source.open(labels) if labels is not None else None
+    if lab is not None:
+        check_labels(lab, shape, what=f"input {raw.path}")
+    pieces = parse_chunks(chunks if chunks is not None else cfg.chunks, shape)
+    align = storage_aligned(shape, pieces)
+    grid = ChunkGrid(shape, pieces, align=align)
+    spec = inference_spec(cfg, Path(checkpoint), info, shape)
+    spec.sliding_window()  # validate the window grid before anything is written
+    params = decode_params(wf.decode)
+    out = Path(out)
+    resolved = {
+        "input": str(Path(input).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": _sha256(Path(checkpoint)), "labels": str(Path(labels).resolve()) if labels else None,
+        "chunks": list(pieces), "predict": cfg.model_dump(mode="json", exclude={"input", "labels", "checkpoint", "chunks"}),
+        "decode": wf.decode.model_dump(mode="json"), "window": list(spec.window),
+    }
+    with computing_run("predict", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
+        root = open_root(out)
+        channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
+        voxel = raw.voxel_size() or wf.voxel_size
+        affs = create_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
+        gpu = visible_gpus() > 0 and scheduler is None and client is None
+        run_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", record=run.record, progress=progress,
+                      resources={"GPU": 1} if gpu else None)
+        aff_src = Source.open(f"{out}/affinities/0")
+        graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record, voxel_size=voxel, progress=progress)
+        segment_of = agglomerate_graph(graph, params)
+        first = segment_of[0]
+        run_stage(run.client, RunState(out), "segmentation", list(grid), stage_segmentation,
+                  lambda c: (graph.targets, graph.table.segment_lookup(first, [c.id])), record=run.record, progress=progress)
+        metrics: dict[str, Any] = {"fragments": len(graph.table), "segments": int(np.unique(first[first != 0]).size),
+                                   "threshold": params.thresholds[0], "window": list(spec.window)}
+        if lab is not None:
+            per = [{"threshold": t, **scores_of(graph, s)} for t, s in zip(params.thresholds, segment_of)]
+            metrics.update({k: v for k, v in per[0].items() if k != "threshold"})
+            if len(per) > 1:
+                metrics["per_threshold"] = per
+        if cfg.preview:
+            z = shape[0] // 2
+            section = Box((z, 0, 0), (1,) + shape[1:])
+            seg_arr = zarr.open_array(f"{out}/labels/segmentation/0", mode="r")
+            write_preview(out / "preview.png", raw.read(section)[0], np.asarray(affs[:, z]), np.asarray(seg_arr[z]))
+            metrics["preview"] = str(out / "preview.png")
+        shutil.rmtree(out / "work" / "partials", ignore_errors=True)
+        run.metrics = metrics
+    return run.metrics

@@ -1,0 +1,149 @@
+"""Distributed inference: each window is computed once, by the chunk owning its centre, and blended
+exactly, so affinities are bit-identical for any chunk grid (docs/inference.md).
+
+  infer  (per chunk, GPU resource on dask-cuda): raw[owned context] -> model -> integer partial sums,
+         saved under work/partials/<chunk>.npy (they overlap between chunks, so not in one zarr array)
+  blend  (per chunk): own + neighbours' partial sums over the core -> normalise -> affinities[core]
+
+The model is loaded once per worker process (cached by checkpoint path and mtime), not once per task.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import zarr
+from distributed import Client
+
+from em_chunks.engine.record import RunRecord
+from em_chunks.engine.runner import run_stage
+from em_chunks.engine.source import Source
+from em_chunks.engine.state import RunState
+from em_chunks.geometry import Box, Chunk, ChunkGrid
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Everything a worker needs to run the model on a chunk (plain values: it travels with the task)."""
+
+    checkpoint: str
+    window: tuple[int, int, int]
+    overlap: Any
+    stride: Any
+    pad: Any
+    crop: Any
+    blending: str
+    sw_batch_size: int
+    boundary: str
+    tta: str
+    select_channel: Optional[tuple[int, ...]]
+    activation: str
+    output_dtype: str
+    amp: bool
+    device: str
+    torch_threads: int
+    offsets: Optional[tuple[tuple[int, ...], ...]]
+    volume: tuple[int, int, int]
+
+    def sliding_window(self) -> Any:
+        from em_chunks.learn.inference import SlidingWindow
+
+        return SlidingWindow(volume=self.volume, window=self.window, overlap=self.overlap, stride=self.stride,
+                             pad=self.pad, crop=self.crop, blending=self.blending,
+                             sw_batch_size=self.sw_batch_size, boundary=self.boundary)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=2)
+def _model(checkpoint: str, mtime: float, device: str) -> Any:
+    """Once per worker process: load, move to the device, eval mode."""
+    from em_chunks.learn.checkpoint import load_checkpoint
+    from em_chunks.learn.inference import prepare_model
+
+    model, _ = load_checkpoint(checkpoint, map_location="cpu")
+    return prepare_model(model, device)
+
+
+def worker_model(spec: InferenceSpec) -> Any:
+    import torch
+
+    torch.set_num_threads(spec.torch_threads)
+    return _model(spec.checkpoint, os.path.getmtime(spec.checkpoint), resolve_device(spec.device))
+
+
+def partial_path(work: str, chunk_id: int) -> str:
+    return f"{work}/{chunk_id}.npy"
+
+
+def stage_infer(chunk: Chunk, raw: Source, spec: InferenceSpec, work: str) -> dict:
+    from em_chunks.learn.inference import predict_partial
+
+    sw = spec.sliding_window()
+    ctx = sw.owned_context(chunk.core)
+    data = raw.read(ctx, spec.boundary) if not ctx.empty else np.zeros((0, 0, 0), raw.dtype)
+    model = worker_model(spec)
+    box, sums = predict_partial(
+        model, data, ctx, chunk.core, sw, device=resolve_device(spec.device), amp=spec.amp, tta=spec.tta,
+        offsets=[list(o) for o in spec.offsets] if spec.offsets else None,
+        select_channel=list(spec.select_channel) if spec.select_channel else None, activation=spec.activation,
+    )
+    Path(work).mkdir(parents=True, exist_ok=True)
+    tmp = f"{work}/.{chunk.id}.{uuid.uuid4().hex}.npy"
+    np.save(tmp, sums)
+    os.replace(tmp, partial_path(work, chunk.id))
+    return {"box_offset": np.asarray(box.offset), "box_shape": np.asarray(box.shape), "windows": np.int64(len(sw.owned_windows(chunk.core)))}
+
+
+def stage_blend(chunk: Chunk, spec: InferenceSpec, work: str, sources: Sequence[tuple[int, tuple, tuple]], out_path: str) -> dict:
+    from em_chunks.learn.inference import blend_partials
+
+    sw = spec.sliding_window()
+    partials = []
+    for cid, offset, shape in sources:
+        box = Box(offset, shape)
+        sums = np.load(partial_path(work, cid), mmap_mode="r")
+        part = box.intersect(chunk.core)
+        partials.append((part, np.asarray(sums[(slice(None),) + part.slices(box)])))
+    affs = blend_partials(chunk.core, partials, sw, spec.output_dtype)
+    zarr.open_array(out_path, mode="r+")[(slice(None),) + chunk.core.slices()] = affs
+    return {"channels": np.int64(affs.shape[0])}
+
+
+def run_inference(
+    client: Client,
+    raw: Source,
+    out: Path,
+    grid: ChunkGrid,
+    spec: InferenceSpec,
+    affinities_path: str,
+    *,
+    record: Optional[RunRecord] = None,
+    progress: bool = True,
+    resources: Optional[dict] = None,
+) -> None:
+    """Stages ``infer`` and ``blend``: the affinities of every chunk core into ``affinities_path``."""
+    state = RunState(out)
+    work = str(out / "work" / "partials")
+    chunks = list(grid)
+    infer = run_stage(client, state, "infer", chunks, stage_infer, lambda c: (raw, spec, work),
+                      record=record, progress=progress, resources=resources)
+    boxes = {cid: Box(tuple(int(v) for v in s["box_offset"]), tuple(int(v) for v in s["box_shape"])) for cid, s in infer.items()}
+
+    def sources_for(c: Chunk) -> tuple:
+        src = [(cid, b.offset, b.shape) for cid, b in sorted(boxes.items()) if not b.empty and not b.intersect(c.core).empty]
+        return (spec, work, src, affinities_path)
+
+    run_stage(client, state, "blend", chunks, stage_blend, sources_for, record=record, progress=progress)
