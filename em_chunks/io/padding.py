@@ -189,19 +189,30 @@ def assemble(
     """Build a padded read from ``pieces`` (in-volume boxes with their voxels) following the axis ``runs``.
 
     Each piece is copied into every place the runs map it to (several, for a reflected border), so the
-    caller decodes each piece once however often the padding repeats it.
+    caller decodes each piece once however often the padding repeats it. The per-axis slice pairs are
+    worked out once per distinct piece interval: pieces of a grid share them, and this loop runs for
+    every block of every pass.
     """
-    needs_fill = any(r.fill for axis in runs for r in axis)
-    out = np.full(tuple(shape), fill, dtype=dtype) if needs_fill else np.empty(tuple(shape), dtype=dtype)
     import itertools
 
-    combos = [c for c in itertools.product(*runs) if not any(r.fill for r in c)]
+    needs_fill = any(r.fill for axis in runs for r in axis)
+    out = np.full(tuple(shape), fill, dtype=dtype) if needs_fill else np.empty(tuple(shape), dtype=dtype)
+    live = [[r for r in axis if not r.fill] for axis in runs]
+    cache: list[dict[tuple[int, int], list[tuple[slice, slice]]]] = [{} for _ in live]
     for box, data in pieces:
-        for combo in combos:
-            copies = [_axis_copy(r, lo, hi) for r, lo, hi in zip(combo, box.begin, box.end)]
-            if any(c is None for c in copies):
-                continue
-            out[tuple(c[0] for c in copies)] = data[tuple(c[1] for c in copies)]
+        per_axis = []
+        for axis, (lo, n) in enumerate(zip(box.offset, box.shape)):
+            key = (lo, lo + n)
+            pairs = cache[axis].get(key)
+            if pairs is None:
+                pairs = [c for c in (_axis_copy(r, lo, lo + n) for r in live[axis]) if c is not None]
+                cache[axis][key] = pairs
+            if not pairs:
+                break
+            per_axis.append(pairs)
+        else:
+            for combo in itertools.product(*per_axis):
+                out[tuple(c[0] for c in combo)] = data[tuple(c[1] for c in combo)]
     return out
 
 
