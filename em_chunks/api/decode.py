@@ -49,7 +49,7 @@ def decode(
     src = Source.open(affinities)
     check_affinities(src, params)
     shape = src.spatial_shape
-    lab = Source.open(labels) if labels is not None else None
+    lab = Source.open_labels(labels) if labels is not None else None
     if lab is not None:
         check_labels(lab, shape, what=f"affinities {src.path} (spatial shape)")
     pieces = parse_chunks(chunks, shape)

@@ -37,7 +37,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``segmentation`` vs ``labels`` (label 0 ignored), exact for any chunking."""
     seg = _segmentation_source(segmentation)
-    gt = Source.open(labels)
+    gt = Source.open_labels(labels)
     if len(seg.shape) != 3:
         raise InputError(f"{seg.path}: a segmentation must be 3D (Z, Y, X), got shape {seg.shape}")
     check_labels(gt, seg.shape)

@@ -79,6 +79,16 @@ def predict(
     input = input or cfg.input
     checkpoint = checkpoint or cfg.checkpoint
     labels = labels or cfg.labels
+    if "demo" in (str(input), str(checkpoint), str(labels)):
+        from em_chunks.api.demo import DEMO_DIR, ensure_demo_assets
+
+        assets = ensure_demo_assets(DEMO_DIR, client=client, progress=progress)
+        input = assets.tiles if str(input) == "demo" else input
+        labels = assets.tiles if str(labels) == "demo" else labels
+        checkpoint = assets.checkpoint if str(checkpoint) == "demo" else checkpoint
+        if out is None:
+            pieces_txt = "-".join(str(p) for p in parse_chunks(chunks if chunks is not None else cfg.chunks))
+            out = DEMO_DIR / f"predict-{pieces_txt}.zarr"
     if input is None:
         raise InputError("predict: no INPUT given and the workflow names no predict.input")
     if checkpoint is None:
@@ -96,7 +106,7 @@ def predict(
     if in_channels != 1:
         raise InputError(f"{checkpoint}: the model expects {in_channels} input channels, the input {raw.path} has 1")
     shape = raw.spatial_shape
-    lab = Source.open(labels) if labels is not None else None
+    lab = Source.open_labels(labels) if labels is not None else None
     if lab is not None:
         check_labels(lab, shape, what=f"input {raw.path}")
     pieces = parse_chunks(chunks if chunks is not None else cfg.chunks, shape)

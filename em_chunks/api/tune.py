@@ -52,7 +52,7 @@ def tune(
     configs = {mf: DecodeConfig(**{**base.model_dump(), "merge_function": mf, "thresholds": ths}) for mf in merge_functions}
     src = Source.open(affinities)
     check_affinities(src, decode_params(base))
-    lab = Source.open(labels)
+    lab = Source.open_labels(labels)
     check_labels(lab, src.spatial_shape, what=f"affinities {src.path} (spatial shape)")
     pieces = parse_chunks(chunks, src.spatial_shape)
     grid = ChunkGrid(src.spatial_shape, pieces, align=storage_aligned(src.spatial_shape, pieces))

@@ -42,3 +42,7 @@ from em_chunks.cli.train import train_command; app.command("train")(train_comman
 from em_chunks.cli.tune import tune_command  # noqa: E402
 
 app.command("tune")(tune_command)
+from em_chunks.cli.predict import demo_command, predict_command  # noqa: E402
+
+app.command("predict")(predict_command)
+app.command("demo")(demo_command)

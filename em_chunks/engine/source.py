@@ -60,6 +60,15 @@ class Source:
             return cls(p, tuple(handle.shape), str(np.dtype(handle.dtype(layer))), layer, fill_missing)
         return cls(p, tuple(int(s) for s in handle.shape), str(handle.dtype), key, fill_missing)
 
+    @classmethod
+    def open_labels(cls, path: str | Path) -> "Source":
+        """Labels: for a tile JSON its ``label`` layer when it has one (else its image), else the volume."""
+        p = str(path)
+        if _is_tiles(p) and Path(p).is_file():
+            handle = _open(p, None)
+            return cls.open(p, "label" if "label" in handle.layers else None)
+        return cls.open(p)
+
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
         return tuple(self.shape[-3:])  # type: ignore[return-value]
