@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
@@ -16,10 +17,15 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.is_dir():  # the repository checked out elsewhere: fall back to the shared location
     DATA = Path("/work/shared/data")
 
+#: tests on the real volumes of ../shared/data; skipped (visibly) on a machine without them
+requires_data = pytest.mark.skipif(not (DATA / "fib_medulla_250").is_dir(), reason=f"real EM data not found at {DATA}")
+
 
 @lru_cache(maxsize=8)
 def real_crop(name: str, layer: str, z: int, y: int, x: int) -> np.ndarray:
     """``DATA/name/layer.tif[:z, :y, :x]``, reading only the first ``z`` pages (read-only copy)."""
+    if not (DATA / name / f"{layer}.tif").is_file():
+        pytest.skip(f"real EM data not found at {DATA / name}")
     arr = tifffile.imread(DATA / name / f"{layer}.tif", key=range(z))[:, :y, :x]
     arr = np.ascontiguousarray(arr)
     arr.setflags(write=False)

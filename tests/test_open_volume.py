@@ -9,12 +9,13 @@ import pytest
 import tifffile
 import zarr
 
-from _tile_helpers import DATA, real_crop, synthetic
+from _tile_helpers import DATA, real_crop, requires_data, synthetic
 from em_chunks import make_tileset, open_volume, voxel_size_of
 from em_chunks.errors import InputError
 from em_chunks.io.tiles import decode_count
 
 
+@requires_data
 def test_real_tiff_is_lazy_and_exact():
     path = DATA / "isbi2012" / "image.tif"
     arr = open_volume(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _tile_helpers import DATA, real_crop
+from _tile_helpers import DATA, real_crop, requires_data
 from em_chunks import TileSet, open_volume
 from em_chunks.cli.main import main
 from em_chunks.geometry import Box
@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "tilesets").glob("*/tiles.json"))
 
 
+@requires_data
 def test_make_then_info_on_real_tiffs(tmp_path, capsys):
     code = main(["tileset", "make", str(DATA / "isbi2012" / "image.tif"), str(tmp_path / "isbi"),
                  "--labels", str(DATA / "isbi2012" / "labels2d.tif"), "--tile-size", "100",
@@ -37,6 +38,7 @@ def test_make_then_info_on_real_tiffs(tmp_path, capsys):
     assert "72 checked (decoded), 0 missing or unreadable" in out
 
 
+@requires_data
 def test_info_quick_checks_headers(tmp_path, capsys):
     main(["tileset", "make", str(DATA / "isbi2012" / "image.tif"), str(tmp_path), "--tile-size", "200",
           "--crop", "0:2,0:300,0:300"])
@@ -50,6 +52,7 @@ def test_info_quick_checks_headers(tmp_path, capsys):
     assert "0_1.png: tile is 100x200; expected 200x100 up to 200x200" in cap.err
 
 
+@requires_data
 @pytest.mark.parametrize("args,needle", [
     (["--crop", "0:8,0:96"], "--crop"),
     (["--crop", "300:310,:,:"], "selects nothing"),
