@@ -22,7 +22,12 @@ def _setup(shape=(14, 24, 24), noise=0.08, seed=1, pieces=(1, 1, 1)):
 
 
 def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
-    """Greedy merging re-derived from scratch at every step: slow, obviously right."""
+    """Greedy merging with every region pair's statistics re-derived at every step: slow, obviously right.
+
+    The order: lowest float32 score first; equal scores by queue sequence (an initial edge's index;
+    a pair whose statistics were combined by a merge gets the next number, neighbours of one merge
+    numbered in increasing key order).
+    """
     ru, rv = table.index_of(edges.u), table.index_of(edges.v)
     a, b = np.minimum(ru, rv), np.maximum(ru, rv)
     order = np.lexsort((b, a))
@@ -37,6 +42,8 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
             hists.append(dict(zip(edges.hist_bin[rows].tolist(), edges.hist_count[rows].tolist())))
     a, b = a[order].tolist(), b[order].tolist()
     parent = list(range(len(table)))
+    seq = {(x, y): e for e, (x, y) in enumerate(zip(a, b))}
+    counter = len(a)
 
     def find(x):
         while parent[x] != x:
@@ -45,7 +52,7 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
 
     def score(h):
         if mean:
-            return 1.0 - (h[1] / 2.0**32) / h[0]
+            return float(np.float32(1.0 - (h[1] / 2.0**32) / h[0]))
         total = sum(h.values())
         pivot, acc = q * total // 100 + 1, 0
         for bin_ in sorted(h):
@@ -53,33 +60,47 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
             if acc >= pivot:
                 return 1.0 - (bin_ + 0.5) / 256
 
+    def region_pairs():
+        pairs: dict = {}
+        for e, (x, y) in enumerate(zip(a, b)):
+            rx, ry = find(x), find(y)
+            if rx == ry:
+                continue
+            key = (min(rx, ry), max(rx, ry))
+            h, acc = hists[e], pairs.get(key)
+            if mean:
+                pairs[key] = h if acc is None else (acc[0] + h[0], acc[1] + h[1])
+            else:
+                acc = dict(acc or {})
+                for k, c in h.items():
+                    acc[k] = acc.get(k, 0) + c
+                pairs[key] = acc
+        return pairs
+
     out = []
     for t in thresholds:
         while True:
-            pairs: dict = {}
-            for e, (x, y) in enumerate(zip(a, b)):
-                rx, ry = find(x), find(y)
-                if rx == ry:
-                    continue
-                key = (min(rx, ry), max(rx, ry))
-                if key not in pairs:
-                    pairs[key] = [e, None]
-                h = hists[e]
-                acc = pairs[key][1]
-                if mean:
-                    pairs[key][1] = h if acc is None else (acc[0] + h[0], acc[1] + h[1])
-                else:
-                    acc = dict(acc or {})
-                    for k, c in h.items():
-                        acc[k] = acc.get(k, 0) + c
-                    pairs[key][1] = acc
+            pairs = region_pairs()
             if not pairs:
                 break
-            best = min((float(np.float32(score(h))), e, key) for key, (e, h) in pairs.items())
+            best = min((score(h), seq[key], key) for key, h in pairs.items())
             if best[0] >= float(np.float32(t)):
                 break
             rx, ry = best[2]
-            parent[max(rx, ry)] = min(rx, ry)  # root = smallest key rank
+            nx = {v for k in pairs for v in k if rx in k} - {rx, ry}
+            ny = {v for k in pairs for v in k if ry in k} - {rx, ry}
+            r = min(rx, ry)
+            new_seq = {}
+            for n in sorted(nx | ny):
+                if n in nx and n in ny:
+                    counter += 1
+                    new_seq[n] = counter
+                else:
+                    src = rx if n in nx else ry
+                    new_seq[n] = seq[(min(src, n), max(src, n))]
+            parent[max(rx, ry)] = r  # root = smallest key rank
+            for n, sq in new_seq.items():
+                seq[(min(r, n), max(r, n))] = sq
         roots = np.array([find(i) for i in range(len(table))])
         out.append(table.ids[roots])
     return out

@@ -116,8 +116,11 @@ def _score_keys(score: np.ndarray) -> np.ndarray:
 class _Merger:
     """Mutable agglomeration state over fragments indexed by key rank (0..N-1).
 
-    Queue entries are Python ints ``score_key << 32 | edge``: one integer comparison orders them by
-    (float32 score, edge index), and an entry is current iff the edge is alive and its code matches.
+    Queue entries are Python ints ``score_key << 64 | seq << 32 | edge``: one integer comparison
+    orders them by (float32 score, seq), and an entry is current iff the edge is alive and its code
+    matches. ``seq`` is the edge index for the initial edges and a counter for rescored edges (after
+    all initial ones, in order of rescoring): among equal scores, edges queued earlier go first, as in
+    waterz's FIFO bins.
     Edges scoring at or above the largest threshold are never queued: combining edges yields a score
     between the two, so such an edge can only become mergeable by combining with a cheaper one, and
     it is rescored (and queued) then.
@@ -142,8 +145,10 @@ class _Merger:
         self.aff_sum = edges.aff_sum[order].tolist() if fn.kind == "mean" else None
         self.hist: dict[int, dict[int, int]] = {}
         self.alive = bytearray(b"\x01") * ne
-        codes = (_score_keys(score) << 32) | np.arange(ne, dtype=np.int64)
-        self.code = codes.tolist()
+        keys = _score_keys(score)
+        edge_ids = np.arange(ne, dtype=np.int64)
+        self.code = [(k << 64) | (e << 32) | e for k, e in zip(keys.tolist(), edge_ids.tolist())]
+        self.seq = ne
         self.parent = list(range(n))
         self.rkey = list(range(n))
         self.size = table.sizes.astype(np.int64).tolist()
@@ -155,8 +160,10 @@ class _Merger:
         self.ea, self.eb = a.tolist(), b.tolist()
         self.stop_max = self.stop_code(max_threshold)
         # initial edges below the largest threshold as a presorted stream; rescored ones go to a heap
-        queued = np.sort(codes[codes < self.stop_max])
-        self.stream = queued.tolist()
+        below = np.flatnonzero(keys < (self.stop_max >> 64))
+        below = below[np.lexsort((below, keys[below]))]
+        code = self.code
+        self.stream = [code[e] for e in below.tolist()]
         self.pos = 0
         self.heap: list[int] = []
 
@@ -166,7 +173,7 @@ class _Merger:
         t = float(np.float32(threshold))
         if t <= 0.0:
             return 0
-        return _score_key(t) << 32
+        return _score_key(t) << 64
 
     # -- statistics of merged edges ---------------------------------------------------------------
     def _histogram0(self, e: int) -> dict[int, int]:
@@ -225,9 +232,10 @@ class _Merger:
         aw, al = adj[w], adj[l]
         del aw[l]
         del al[w]
-        alive, code, heap, stop_max, score = self.alive, self.code, self.heap, self.stop_max, self.score
-        combine, push, key = self._combine, heapq.heappush, _score_key
+        alive, score = self.alive, self.score
+        combine = self._combine
         aw_get = aw.get
+        rescored = []
         for nb, el in al.items():
             an = adj[nb]
             del an[l]
@@ -247,11 +255,18 @@ class _Merger:
             s = combine(keep, gone)
             alive[gone] = 0
             score[keep] = s
-            c = (key(s) << 32) | keep
-            code[keep] = c
-            if c < stop_max:
-                push(heap, c)
+            rescored.append((rkey[nb], keep, s))
         adj[l] = None
+        if rescored:
+            # queued in order of the neighbour's key: a chunk-invariant order
+            rescored.sort()
+            code, heap, stop_max = self.code, self.heap, self.stop_max
+            for _, keep, s in rescored:
+                self.seq += 1
+                c = (_score_key(s) << 64) | (self.seq << 32) | keep
+                code[keep] = c
+                if c < stop_max:
+                    heapq.heappush(heap, c)
 
     def merge_until(self, threshold: float) -> int:
         """Merge while the cheapest live edge scores below ``threshold`` (waterz: stop at score >= t)."""
