@@ -24,7 +24,7 @@ from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, ChunkGrid, parse_chunks, storage_aligned
-from em_chunks.io.ome_zarr import create_image, open_root
+from em_chunks.io.ome_zarr import check_alignment, create_image, open_root
 
 
 def _sha256(path: Path) -> str:
@@ -124,6 +124,7 @@ def predict(
     }
     with computing_run("predict", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
         root = open_root(out)
+        check_alignment(shape, align, [c.core for c in grid])
         channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
         voxel = raw.voxel_size() or wf.voxel_size
         affs = create_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)

@@ -57,6 +57,11 @@ class Source:
             layer = key or "image"
             if layer not in handle.layers:
                 raise InputError(f"{p}: has no '{layer}' layer (it has: {', '.join(handle.layers)})")
+            # refuse missing or truncated tiles up front (headers and trailers only: fast)
+            problems = [] if fill_missing is not None else handle.check([layer], decode=False)
+            if problems:
+                more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+                raise InputError(f"{problems[0]}{more}")
             return cls(p, tuple(handle.shape), str(np.dtype(handle.dtype(layer))), layer, fill_missing)
         return cls(p, tuple(int(s) for s in handle.shape), str(handle.dtype), key, fill_missing)
 
