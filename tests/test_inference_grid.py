@@ -84,3 +84,21 @@ def test_default_overlap_is_half_the_output_window():
     assert sw.stride == (3, 15, 15) and sw.overlap == (3, 15, 15)
     assert all(n == len(o) for n, o in zip(sw.grid_shape, sw.origins))
     assert list(itertools.chain(*sw.origins))  # non-empty
+
+
+@pytest.mark.parametrize("batch", [1, 4, 6, 8])
+def test_batches_are_fixed_grid_blocks_and_the_partial_scheme_wastes_no_slot(batch):
+    sw = SlidingWindow((32, 192, 192), (16, 64, 64), pad=(4, 16, 16), sw_batch_size=batch)
+    whole = sw.batches(sw.windows_for(Box.from_shape(sw.volume)))
+    slot_of = {w.index: (i, s) for i, b in enumerate(whole) for s, w in enumerate(b) if w is not None}
+    assert all(len(b) == batch for b in whole)
+    for pieces in [(2, 4, 4), (3, 2, 5)]:
+        grid = ChunkGrid(sw.volume, pieces)
+        owned = [sw.batches(sw.owned_windows(c.core)) for c in grid]
+        assert sum(len(b) for b in owned) == len(whole)  # every model batch is computed exactly once
+        for chunk in grid:  # and a window keeps its slot whichever chunk computes it
+            for b in sw.batches(sw.windows_for(chunk.core)):
+                slots = {slot_of[w.index][1] for w in b if w is not None}
+                blocks = {slot_of[w.index][0] for w in b if w is not None}
+                assert len(blocks) == 1 and all(slot_of[w.index][1] == s for s, w in enumerate(b) if w is not None)
+                assert slots

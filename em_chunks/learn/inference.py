@@ -19,8 +19,8 @@ grid index; its context (what the reader must deliver, padded) is the union of t
 The other source of difference is the model itself. On CPU (oneDNN) a window's prediction can change in
 the last bit with the batch *size*, with the window's *slot* in the batch (seen with odd window shapes)
 and with the number of torch threads -- not with the content of the other slots. So the model always
-receives batches of exactly ``sw_batch_size`` slots and a window always sits in slot
-``flat_index % sw_batch_size`` (:meth:`SlidingWindow.batches`; empty slots get zeros): every window is
+receives batches of exactly ``sw_batch_size`` slots, each batch a fixed block of the global grid with
+every window in a fixed slot (:meth:`SlidingWindow.batches`; empty slots get zeros): every window is
 computed by the same kernels whichever chunk asks for it. ``sw_batch_size`` and the torch thread count
 are therefore part of the configuration (different values agree to ~1e-7, not bitwise).
 On CUDA, :func:`prepare_model` turns off cuDNN autotuning for the same reason.
@@ -192,38 +192,56 @@ class SlidingWindow:
         ks = np.nonzero((o + w - c > begin) & (o + c < end))[0]
         return range(int(ks[0]), int(ks[-1]) + 1) if len(ks) else range(0)
 
+    @property
+    def group_shape(self) -> tuple[int, int, int]:
+        """Windows per batch along each grid axis: ``sw_batch_size`` split into a block of the grid.
+
+        Batches are fixed blocks of the global grid (see :meth:`batches`). Prime factors of the batch size
+        go, largest first, to the axis with the most windows per block so far (x before y before z on ties).
+        """
+        g = [1, 1, 1]
+        factors, n, p = [], self.sw_batch_size, 2
+        while n > 1:
+            while n % p == 0:
+                factors.append(p)
+                n //= p
+            p += 1
+        for f in sorted(factors, reverse=True):
+            axis = max((2, 1, 0), key=lambda a: self.grid_shape[a] / g[a])
+            g[axis] *= f
+        return tuple(g)  # type: ignore[return-value]
+
     def _axis_owned(self, axis: int, begin: int, end: int) -> range:
-        """Window indices along ``axis`` owned by ``[begin, end)``: those whose centre, clamped into the
-        volume, lies there (and whose output box meets the volume at all)."""
+        """Window indices along ``axis`` owned by ``[begin, end)``: the windows of every batch block whose
+        centre (clamped into the volume) lies there, less those whose output misses the volume."""
         o = np.asarray(self._origins[axis])
-        c, w, length = self.crop[axis], self.window[axis], self.volume[axis]
-        anchor = np.clip(o + w // 2, 0, length - 1)
+        c, w, length, g = self.crop[axis], self.window[axis], self.volume[axis], self.group_shape[axis]
+        k = np.arange(len(o))
+        first = o[(k // g) * g]
+        last = o[np.minimum((k // g) * g + g - 1, len(o) - 1)]
+        anchor = np.clip((first + last + w) // 2, 0, length - 1)
         useful = (o + w - c > 0) & (o + c < length)
         ks = np.nonzero(useful & (anchor >= begin) & (anchor < end))[0]
         return range(int(ks[0]), int(ks[-1]) + 1) if len(ks) else range(0)
 
-    def flat_index(self, index: Sequence[int]) -> int:
-        """C-order number of a window in the grid."""
-        f = 0
-        for k, n in zip(index, self.grid_shape):
-            f = f * n + int(k)
-        return f
-
     def batches(self, windows: Sequence[Window]) -> list[list[Window | None]]:
-        """Model batches of exactly ``sw_batch_size`` slots; window ``f`` (flat index) always sits in slot
-        ``f % sw_batch_size`` and empty slots are ``None`` (the caller fills them with zeros).
+        """Model batches of exactly ``sw_batch_size`` slots: one per block of the global grid
+        (:attr:`group_shape`) that ``windows`` touch, each window in the slot of its place in its block;
+        absent windows are ``None`` (the caller fills them with zeros).
 
         Why: CPU kernels (oneDNN) split a batch between threads, and a window's result can change in the
         last bit with the batch size and with its slot in the batch (seen with odd window shapes); the
-        content of the other slots does not matter. Fixed size and slot make a window's prediction the same
-        in every chunk that computes it (given the same number of torch threads).
+        content of the other slots does not matter. A fixed block and slot per window make its prediction
+        the same in every chunk that computes it (given the same number of torch threads). The whole volume
+        and the owned windows of :meth:`owned_windows` are whole blocks, so they waste no slots.
         """
-        bs = self.sw_batch_size
-        slots: list[list[Window]] = [[] for _ in range(bs)]
+        g = self.group_shape
+        blocks: dict[tuple[int, ...], list[Window | None]] = {}
         for w in windows:
-            slots[self.flat_index(w.index) % bs].append(w)
-        n = max((len(s) for s in slots), default=0)
-        return [[s[i] if i < len(s) else None for s in slots] for i in range(n)]
+            key = tuple(k // n for k, n in zip(w.index, g))
+            slot = ((w.index[0] % g[0]) * g[1] + w.index[1] % g[1]) * g[2] + w.index[2] % g[2]
+            blocks.setdefault(key, [None] * self.sw_batch_size)[slot] = w
+        return [blocks[key] for key in sorted(blocks)]
 
     def _windows(self, ranges: Sequence[range]) -> list[Window]:
         return [self.window_at(k) for k in itertools.product(*ranges)]
@@ -245,7 +263,8 @@ class SlidingWindow:
 
     def owned_windows(self, core: Box) -> list[Window]:
         """The windows ``core`` computes in the partial scheme: each window belongs to exactly one core of
-        any partition of the volume (the one holding its centre clamped into the volume)."""
+        any partition of the volume (the one holding the centre of its batch block, clamped into the
+        volume), and whole batch blocks go together so no model slot is wasted."""
         self._check_core(core)
         if core.empty:
             return []
@@ -376,6 +395,9 @@ def _accumulate(
     dims = int(getattr(model, "dims", 3))
     if dims == 2 and sw.window[0] != 1:
         raise InputError(f"sliding_window.window {sw.window}: a 2-D model needs a window of 1 section (1,Y,X)")
+    multiple = getattr(model, "size_multiple", None)
+    if multiple is not None and any(w % m for w, m in zip(sw.window[3 - dims:], tuple(multiple)[-dims:])):
+        raise InputError(f"sliding_window.window {sw.window}: the model needs sizes that are multiples of {tuple(multiple)}")
     device = torch.device(device)
     if not windows:
         return np.zeros((0,) + target.shape, np.int64)
