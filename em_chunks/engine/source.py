@@ -50,7 +50,7 @@ class Source:
     @classmethod
     def open(cls, path: str | Path, key: Optional[str] = None, *, fill_missing: Optional[float] = None) -> "Source":
         p = str(path)
-        if not _is_tiles(p) and not p.rstrip("/").endswith(".zarr") and not Path(p).exists():
+        if not Path(p).exists():
             raise InputError(f"{p}: file not found")
         handle = _open(p, key, fill_missing)
         if _is_tiles(p):
