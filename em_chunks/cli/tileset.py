@@ -30,7 +30,10 @@ def make_command(
     absolute_paths: Annotated[bool, typer.Option("--absolute-paths", help="Absolute tile paths in the JSON (for PyTC).")] = False,
     crop: Annotated[Optional[str], typer.Option("--crop", help="Tile only this part, z0:z1,y0:y1,x0:x1.")] = None,
 ) -> None:
-    """Write VOLUME (and --labels) as PNG tiles, one folder per section, plus a PyTC tile JSON."""
+    """Write VOLUME (and --labels) as PNG tiles, one folder per section, plus a PyTC tile JSON.
+
+    Example: emchunks tileset make image.tif tiles/ --labels labels.tif --tile-size 512
+    """
     from em_chunks.io.tileset import TileSet
     from em_chunks.io.tileset_make import make_tileset
 
@@ -48,7 +51,10 @@ def info_command(
     quick: Annotated[bool, typer.Option("--quick", help="Check PNG headers only, do not decode every tile.")] = False,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for checking tiles.")] = 2,
 ) -> None:
-    """Shape, dtype and tile grid of TILES_JSON; checks every tile (missing, unreadable, wrong size/dtype)."""
+    """Shape, dtype and tile grid of TILES_JSON; checks every tile (missing, unreadable, wrong size/dtype).
+
+    Example: emchunks tileset info tiles/tiles.json --quick
+    """
     from em_chunks.io.tileset import TileSet
 
     ts = TileSet.from_json(tiles_json)
