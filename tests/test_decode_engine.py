@@ -183,3 +183,13 @@ def test_evaluate_cli_json(synthetic, cluster_client, tmp_path, capsys):
     assert set(got) == {"adapted_rand_error", "adapted_rand_precision", "adapted_rand_recall", "voi_split", "voi_merge"}
     err, _, _ = adapted_rand_error(labels.astype(np.int64), seg.astype(np.int64))
     assert abs(got["adapted_rand_error"] - err) < 1e-9 and got["adapted_rand_error"] > 0
+
+
+def test_first_voxel_ids_are_bit_identical_across_grids(synthetic, cluster_client, tmp_path):
+    affs, _, _ = synthetic
+    config = DecodeConfig(segment_ids="first_voxel")
+    segs = []
+    for grid in ("1,1,1", "3,2,5"):
+        decode(affs, tmp_path / f"{grid}.zarr", grid, config, client=cluster_client, progress=False)
+        segs.append(_seg(tmp_path / f"{grid}.zarr"))
+    assert np.array_equal(segs[0], segs[1])

@@ -25,6 +25,7 @@ def decode_params(config: DecodeConfig) -> DecodeParams:
         dust_merge_size=config.dust_merge_size,
         dust_remove_size=config.dust_remove_size,
         channels=tuple(config.channels),
+        segment_ids=config.segment_ids,
     )
 
 

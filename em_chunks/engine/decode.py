@@ -32,6 +32,7 @@ from em_chunks.io.ome_zarr import check_alignment, create_image, create_work_arr
 from em_chunks.ops import metrics as M
 from em_chunks.ops.affinity import as_float_affinities
 from em_chunks.ops.agglomerate import agglomerate
+from em_chunks.ops.region_graph import stage_c_chunks
 from em_chunks.ops.fragments import FragmentSummary, FragmentTable, fragment_chunk, link_chunk, resolve_fragments
 from em_chunks.ops.ids import IdLookup, relabel_chunk
 from em_chunks.ops.params import DecodeParams
@@ -84,12 +85,12 @@ def stage_links(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tup
 
 def stage_region_graph(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tuple[int, ...], lookup: IdLookup) -> dict:
     ctx = chunk.core.grow(1)  # the kernel reads only the predecessor side
-    canon = lookup(_read_labels(t.fragments, ctx, shape))
-    edges = region_graph_chunk(_affs(t, ctx, params), canon, chunk.core, ctx, _kernel_params(params))
+    labels = _read_labels(t.fragments, ctx, shape)
+    edges = region_graph_chunk(_affs(t, ctx, params), labels, chunk.core, ctx, _kernel_params(params), lookup=lookup)
     out = {f.name: getattr(edges, f.name) for f in dataclasses.fields(edges) if getattr(edges, f.name) is not None}
     if t.labels is not None:
         gt = t.labels.read(chunk.core, 0)
-        table = M.contingency(canon[chunk.core.slices(ctx)], gt)
+        table = M.contingency(lookup(labels[chunk.core.slices(ctx)]), gt)
         out.update({"ct_seg": table.seg, "ct_gt": table.gt, "ct_count": table.count})
     return out
 
@@ -183,8 +184,8 @@ def build_region_graph(
     t_join = time.perf_counter() - t0
 
     def lookup_rg(c: Chunk) -> tuple:
-        ids = [c.id] + [n.id for n in grid.neighbours(c)]
-        return (t, params, shape, table.canonical_lookup(ids))
+        # stage C reads the core and its -z/-y/-x faces: only those chunks' ids travel with the task
+        return (t, params, shape, table.canonical_lookup(stage_c_chunks(grid, c)))
 
     rg = run_stage(client, state, "region-graph", chunks, stage_region_graph, lookup_rg, **kw)
     t0 = time.perf_counter()
@@ -197,7 +198,7 @@ def agglomerate_graph(graph: RegionGraph, params: DecodeParams, thresholds: Opti
     """One segment id per fragment for each threshold (one pass, ascending thresholds)."""
     return agglomerate(
         graph.table, graph.edges, tuple(thresholds or params.thresholds), params.merge_function,
-        params.init_with_max, params.dust_merge_size, params.dust_remove_size,
+        params.init_with_max, params.dust_merge_size, params.dust_remove_size, segment_ids=params.segment_ids,
     )
 
 
