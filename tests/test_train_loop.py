@@ -61,11 +61,14 @@ def test_resume_continues_where_it_stopped(tmp_path):
     train(config(image, labels, iterations=20), out, progress=False)
     _, first = load_checkpoint(out / "last.pt")
     assert first["iteration"] == 20
-    metrics = train(config(image, labels, iterations=30), out, progress=False, resume=True)
+    metrics = train(config(image, labels, iterations=30, extra=["swa_start=25"]), out, progress=False, resume=True)
     _, info = load_checkpoint(out / "last.pt")
     assert info["iteration"] == 30
     assert [i for i, _ in metrics["loss"]] == list(range(1, 31))  # history carried over, not restarted
     assert info["optimizer"]["state"][0]["step"] == 30
+    swa_model, swa_info = load_checkpoint(out / "swa.pt")  # stochastic weight averaging over iterations 26-30
+    assert swa_info["metrics"]["averaged"] == 5
+    assert any(not torch.equal(a, b) for a, b in zip(swa_model.state_dict().values(), load_checkpoint(out / "last.pt")[0].state_dict().values()))
 
 
 def test_resume_without_checkpoint_and_bad_patch_are_refused(tmp_path):

@@ -140,6 +140,8 @@ class TrainConfig(FrozenModel):
     #: wall-clock budget: the cosine decays over whichever of iterations and time runs out first, and
     #: training stops when the time is up (so a "quick" recipe ends in time on any machine)
     time_limit_minutes: Optional[float] = Field(None, gt=0)
+    #: stochastic weight averaging from this iteration on (None = off); written as swa.pt
+    swa_start: Optional[int] = Field(None, ge=0)
     checkpoint_every: int = Field(500, ge=1)
     keep_best: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)

@@ -178,6 +178,12 @@ def train(
     use_amp = cuda and config.amp
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
     step_model = torch.compile(model) if (cuda and config.compile) else model
+    swa = None
+    if config.swa_start is not None:
+        from torch.optim.swa_utils import AveragedModel
+
+        # averages buffers too (BatchNorm statistics), so swa.pt is usable as it is
+        swa = AveragedModel(model, use_buffers=True)
     loss_fn = CombinedLoss(config.loss)
     spec = batch_spec(config)
     pieces = tuple(config.data.chunks)
@@ -191,7 +197,8 @@ def train(
         batches = local_batches(volumes, spec, pieces, config.data.chunk_iter, seed)
     val_batches = []
     if val_volumes:
-        gen = local_batches(val_volumes, batch_spec(config, augment=False), (1, 1, 1), 10**9, seed=12345)
+        # one fixed, un-augmented batch per chunk: spread over the validation volumes, memory bounded by a chunk
+        gen = local_batches(val_volumes, batch_spec(config, augment=False), pieces, config.data.batch_size, seed=12345)
         val_batches = [next(gen) for _ in range(config.data.validation_batches)]
     writer = _tensorboard(out)
     bar = _progress(progress, total, start)
@@ -206,6 +213,8 @@ def train(
         ckpts.add(path, iteration, score)
         metrics["checkpoints"] = ckpts.records
         save_checkpoint(out / "last.pt", model, metrics=metrics, **kwargs)
+        if swa is not None and int(swa.n_averaged) > 0:
+            save_checkpoint(out / "swa.pt", swa.module, metrics={"averaged": int(swa.n_averaged)}, **kwargs)
         write_metrics(out, metrics, extra)
 
     extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": step_model is not model,
@@ -239,6 +248,8 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
             opt.step()
             steps += 1
+            if swa is not None and it + 1 > config.swa_start:
+                swa.update_parameters(model)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise RuntimeError(f"loss became {value} at iteration {it}; lower train.optimizer.lr")
