@@ -136,6 +136,7 @@ class Constant(nn.Module):
     def __init__(self, value: float, channels: int = 2) -> None:
         super().__init__()
         self.value, self.channels = value, channels
+        self.eval()  # inference refuses models in training mode
 
     def forward(self, x):
         return torch.full((x.shape[0], self.channels) + tuple(x.shape[2:]), self.value)
@@ -178,6 +179,7 @@ class TwoD(nn.Module):
         super().__init__()
         torch.manual_seed(6)
         self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.eval()  # inference refuses models in training mode
 
     def forward(self, x):
         assert x.ndim == 4
@@ -209,5 +211,7 @@ def test_bad_inputs_are_refused(volume):
     small = core.grow(2)
     with pytest.raises(ValueError, match="context_for"):
         predict_box(model, read_padded(volume, small, sw.boundary), small, core, sw)
+    with pytest.raises(ValueError, match="training mode"):
+        predict_volume(tiny_model().train(), volume, sw)
     with pytest.raises(ValueError, match="NaN"):
         predict_volume(Constant(float("nan")), volume, sw)

@@ -36,6 +36,7 @@ class Oracle(nn.Module):
     def __init__(self, offsets) -> None:
         super().__init__()
         self.offsets = [tuple(o) for o in offsets]
+        self.eval()  # inference refuses models in training mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, 0]

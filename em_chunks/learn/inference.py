@@ -335,7 +335,6 @@ class _Runner:
         self.amp = bool(amp) and self.device.type == "cuda"  # AMP is a CUDA feature; ignored on CPU
         self.transforms = tta_mod.transforms_for(tta, dims)
         self.offsets, self.select, self.activation = offsets, select_channel, activation
-        self.plans: list[tta_mod.Plan] | None = None
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dims == 2:
@@ -356,11 +355,7 @@ class _Runner:
         if len(self.transforms) == 1:
             y = self._forward(x)
         else:
-            if self.plans is None:
-                channels = self._forward(x[:1]).shape[1]
-                offsets = tta_mod.normalize_offsets(self.offsets, channels)
-                self.plans = [tta_mod.plan(t, offsets) for t in self.transforms]
-            y = tta_mod.average(self._forward, x, self.plans)
+            y = tta_mod.average(self._forward, x, self.transforms, self.offsets)
         if self.select is not None:
             if max(self.select) >= y.shape[1] or min(self.select) < -y.shape[1]:
                 raise InputError(f"select_channel {list(self.select)}: the model has {y.shape[1]} output channels")
@@ -392,6 +387,9 @@ def _accumulate(
     in_channels = getattr(model, "in_channels", None)
     if in_channels is not None and raw.shape[0] != in_channels:
         raise InputError(f"the input has {raw.shape[0]} channel(s) but the model expects {in_channels}")
+    if model.training:
+        raise ValueError("the model is in training mode (batch statistics would tie windows together): "
+                         "call prepare_model(model) or model.eval() first")
     dims = int(getattr(model, "dims", 3))
     if dims == 2 and sw.window[0] != 1:
         raise InputError(f"sliding_window.window {sw.window}: a 2-D model needs a window of 1 section (1,Y,X)")
@@ -469,19 +467,23 @@ def predict_partial(
     ctx_box: Box,
     core: Box,
     sw: SlidingWindow,
-    **options,
+    *,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    tta: str | Sequence[tta_mod.Transform] | None = None,
+    offsets: Sequence[Sequence[int]] | None = None,
+    select_channel: Sequence[int] | None = None,
+    activation: str = "sigmoid",
 ) -> tuple[Box, np.ndarray]:
     """Step 1 of the no-redundancy scheme: run only the windows ``core`` owns; return ``(box, sums)`` with
     the exact integer sums (int64, (C, *box.shape)) over ``box = sw.partial_box(core)``.
 
-    ``ctx_box`` must contain ``sw.owned_context(core)``. ``options`` as for :func:`predict_box` except
-    ``output_dtype`` (given to :func:`blend_partials`).
+    ``ctx_box`` must contain ``sw.owned_context(core)``. Options as for :func:`predict_box`; the output
+    dtype is chosen in :func:`blend_partials`.
     """
     target = sw.partial_box(core)
-    acc = _accumulate(model, raw_ctx, ctx_box, sw.owned_windows(core), target, sw,
-                      device=options.get("device", "cpu"), amp=options.get("amp", False),
-                      tta=options.get("tta"), offsets=options.get("offsets"),
-                      select_channel=options.get("select_channel"), activation=options.get("activation", "sigmoid"))
+    acc = _accumulate(model, raw_ctx, ctx_box, sw.owned_windows(core), target, sw, device=device, amp=amp,
+                      tta=tta, offsets=offsets, select_channel=select_channel, activation=activation)
     return target, acc
 
 

@@ -189,21 +189,23 @@ def undo(p: Plan, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None
 def average(
     run: Callable[[torch.Tensor], torch.Tensor],
     x: torch.Tensor,
-    plans: Sequence[Plan],
+    transforms: Sequence[Transform],
+    offsets: Sequence[Sequence[int]] | None,
 ) -> torch.Tensor:
-    """Mean over transforms of ``run`` on transformed ``x`` (N, C, z, y, x), undone; float32.
+    """Mean over ``transforms`` (identity first) of ``run`` on transformed ``x`` (N, C, z, y, x), undone
+    and re-anchored for ``offsets`` (see :func:`normalize_offsets`); float32.
 
     The sum runs in float64 over valid views only, so identical views average to themselves exactly.
     """
-    total = count = None
-    for p in plans:
-        out, valid = undo(p, run(p.transform.forward(x)).float())
-        if total is None:
-            total = torch.zeros(out.shape, dtype=torch.float64, device=out.device)
-            count = torch.zeros(out.shape[1:], dtype=torch.float64, device=out.device)
+    if not transforms or not transforms[0].is_identity:
+        raise ValueError("the first TTA transform must be the identity (it is valid everywhere)")
+    total = run(x).double()
+    count = torch.ones(total.shape[1:], dtype=torch.float64, device=total.device)
+    offs = normalize_offsets(offsets, total.shape[1])
+    for t in transforms[1:]:
+        out, valid = undo(plan(t, offs), run(t.forward(x)).float())
         total += out
         count += 1.0 if valid is None else valid
-    assert total is not None and count is not None
     return (total / count).float()
 
 
