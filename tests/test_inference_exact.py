@@ -215,3 +215,13 @@ def test_bad_inputs_are_refused(volume):
         predict_volume(tiny_model().train(), volume, sw)
     with pytest.raises(ValueError, match="NaN"):
         predict_volume(Constant(float("nan")), volume, sw)
+
+
+def test_a_volume_smaller_than_the_window_gets_one_overhanging_window():
+    vol = np.random.default_rng(3).integers(0, 256, (5, 20, 20), dtype=np.uint8)
+    sw = SlidingWindow(vol.shape, (8, 32, 32), pad=(1, 2, 2))
+    assert sw.grid_shape == (1, 1, 1)
+    model = tiny_model(7)
+    whole = predict_volume(model, vol, sw)
+    np.testing.assert_array_equal(chunked(model, vol, sw, (2, 2, 3)), whole)
+    np.testing.assert_array_equal(chunked_partial(model, vol, sw, (5, 1, 2)), whole)
