@@ -95,6 +95,9 @@ def predict(
         raise InputError("predict: --checkpoint is required (or predict.checkpoint in the workflow)")
     if out is None:
         raise InputError("predict: --out is required")
+    if str(input).lower().endswith(".txt"):
+        return _predict_singly(Path(input), Path(checkpoint), out, cfg, wf, scheduler=scheduler, workers=workers,
+                               client=client, progress=progress)
     raw = Source.open(input)
     if len(raw.shape) != 3:
         raise InputError(f"{raw.path}: the model takes a (Z, Y, X) image volume, got shape {raw.shape}")
@@ -152,4 +155,24 @@ def predict(
             metrics["preview"] = str(out / "preview.png")
         shutil.rmtree(out / "work" / "partials", ignore_errors=True)
         run.metrics = metrics
+    return run.metrics
+
+
+def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConfig, wf: Workflow, *,
+                    scheduler: Optional[str], workers: int, client: Optional[Client], progress: bool) -> dict[str, Any]:
+    """PyTC ``DO_SINGLY``: 2D images listed in a text file, each predicted, decoded and saved on its own."""
+    from em_chunks.engine.singly import read_list, run_singly
+    from em_chunks.learn.checkpoint import load_checkpoint
+
+    images = read_list(listing)
+    model, info = load_checkpoint(checkpoint)
+    if model.in_channels != 1:
+        raise InputError(f"{checkpoint}: the model expects {model.in_channels} input channels, the images have 1")
+    info = {**info, "model_config": {**(info.get("model_config") or {}), "out_channels": model.out_channels, "dims": model.dims}}
+    spec = inference_spec(cfg, checkpoint, info, (1, 1, 1))
+    params = decode_params(wf.decode)
+    resolved = {"input": str(listing.resolve()), "images": [str(p) for p in images], "checkpoint": str(checkpoint.resolve()),
+                "checkpoint_sha256": _sha256(checkpoint), "predict": cfg.model_dump(mode="json"), "decode": wf.decode.model_dump(mode="json")}
+    with computing_run("predict-singly", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
+        run.metrics = run_singly(run.client, images, out, spec, params, record=run.record, progress=progress)
     return run.metrics
