@@ -25,6 +25,8 @@ _API = {
     "load_checkpoint": "em_chunks.learn.checkpoint",
     "voxel_size_of": "em_chunks.io.volume",
     "make_tileset": "em_chunks.io.tileset_make",
+    "SlidingWindow": "em_chunks.learn.inference",
+    "predict_box": "em_chunks.learn.inference",
 }
 
 __all__ = sorted(_API) + ["__version__"]
