@@ -16,12 +16,10 @@ from em_chunks.api.run import computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.predict import PredictConfig
 from em_chunks.engine.cluster import visible_gpus
-from em_chunks.engine.decode import agglomerate_graph, build_region_graph, check_labels, scores_of, stage_segmentation
+from em_chunks.engine.decode import build_region_graph, check_labels, finish_decode
 from em_chunks.engine.predict import InferenceSpec, run_inference
 from em_chunks.engine.preview import write_preview
-from em_chunks.engine.runner import run_stage
 from em_chunks.engine.source import Source
-from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, ChunkGrid, parse_chunks, storage_aligned
 from em_chunks.io.ome_zarr import check_alignment, create_image, open_root
@@ -136,17 +134,8 @@ def predict(
                       resources={"GPU": 1} if gpu else None)
         aff_src = Source.open(f"{out}/affinities/0")
         graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record, voxel_size=voxel, progress=progress)
-        segment_of = agglomerate_graph(graph, params)
-        first = segment_of[0]
-        run_stage(run.client, RunState(out), "segmentation", list(grid), stage_segmentation,
-                  lambda c: (graph.targets, graph.table.segment_lookup(first, [c.id])), record=run.record, progress=progress)
-        metrics: dict[str, Any] = {"fragments": len(graph.table), "segments": int(np.unique(first[first != 0]).size),
-                                   "threshold": params.thresholds[0], "window": list(spec.window)}
-        if lab is not None:
-            per = [{"threshold": t, **scores_of(graph, s)} for t, s in zip(params.thresholds, segment_of)]
-            metrics.update({k: v for k, v in per[0].items() if k != "threshold"})
-            if len(per) > 1:
-                metrics["per_threshold"] = per
+        metrics = finish_decode(run.client, out, grid, graph, params, record=run.record, progress=progress)
+        metrics["window"] = list(spec.window)
         if cfg.preview:
             z = shape[0] // 2
             section = Box((z, 0, 0), (1,) + shape[1:])

@@ -208,6 +208,34 @@ def scores_of(graph: RegionGraph, segment_of: np.ndarray) -> dict[str, float]:
     return M.scores(M.aggregate_contingency(graph.contingency, fragment_to_segment(graph.table, segment_of)))
 
 
+def finish_decode(client: Client, out: Path, grid: ChunkGrid, graph: RegionGraph, params: DecodeParams, *,
+                  record: Optional[RunRecord] = None, progress: bool = True) -> dict[str, Any]:
+    """Agglomerate the graph on the client, write the segmentation chunk by chunk, and compute the metrics
+    (exact, from the fragment contingency table, for every threshold) when labels were given."""
+    t0 = time.perf_counter()
+    segment_of = agglomerate_graph(graph, params)
+    t_agg = time.perf_counter() - t0
+    first = segment_of[0]
+    table = graph.table
+    run_stage(
+        client, RunState(out), "segmentation", list(grid), stage_segmentation,
+        lambda c: (graph.targets, table.segment_lookup(first, [c.id])), record=record, progress=progress,
+    )
+    metrics: dict[str, Any] = {
+        "fragments": int(len(table)),
+        "region_graph_edges": int(len(graph.edges)),
+        "segments": int(np.unique(first[first != 0]).size),
+        "client_seconds": {"join": round(graph.join_seconds, 4), "agglomerate": round(t_agg, 4)},
+        "threshold": params.thresholds[0],
+    }
+    if graph.contingency is not None:
+        per_threshold = [{"threshold": thr, **scores_of(graph, seg_of)} for thr, seg_of in zip(params.thresholds, segment_of)]
+        metrics.update({k: v for k, v in per_threshold[0].items() if k != "threshold"})
+        if len(per_threshold) > 1:
+            metrics["per_threshold"] = per_threshold
+    return metrics
+
+
 def run_decode(
     client: Client,
     affinities: Source,
@@ -226,25 +254,4 @@ def run_decode(
     The caller has claimed ``out`` for this configuration (:meth:`RunState.claim`).
     """
     graph = build_region_graph(client, affinities, out, grid, params, labels=labels, record=record, voxel_size=voxel_size, progress=progress)
-    t0 = time.perf_counter()
-    segment_of = agglomerate_graph(graph, params)
-    t_agg = time.perf_counter() - t0
-    first = segment_of[0]
-    table = graph.table
-    run_stage(
-        client, RunState(out), "segmentation", list(grid), stage_segmentation,
-        lambda c: (graph.targets, table.segment_lookup(first, [c.id])), record=record, progress=progress,
-    )
-    metrics: dict[str, Any] = {
-        "fragments": int(len(table)),
-        "region_graph_edges": int(len(graph.edges)),
-        "segments": int(np.unique(first[first != 0]).size),
-        "client_seconds": {"join": round(graph.join_seconds, 4), "agglomerate": round(t_agg, 4)},
-        "threshold": params.thresholds[0],
-    }
-    if labels is not None:
-        per_threshold = [{"threshold": thr, **scores_of(graph, seg_of)} for thr, seg_of in zip(params.thresholds, segment_of)]
-        metrics.update({k: v for k, v in per_threshold[0].items() if k != "threshold"})
-        if len(per_threshold) > 1:
-            metrics["per_threshold"] = per_threshold
-    return metrics
+    return finish_decode(client, out, grid, graph, params, record=record, progress=progress)
