@@ -15,7 +15,7 @@ from em_chunks.api.decode import decode_params
 from em_chunks.api.run import computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.predict import PredictConfig
-from em_chunks.engine.cluster import visible_gpus
+from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import build_region_graph, check_labels, finish_decode
 from em_chunks.engine.predict import InferenceSpec, run_inference
 from em_chunks.engine.preview import write_preview
@@ -129,9 +129,8 @@ def predict(
         channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
         voxel = raw.voxel_size() or wf.voxel_size
         affs = create_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
-        gpu = visible_gpus() > 0 and scheduler is None and client is None
         run_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", record=run.record, progress=progress,
-                      resources={"GPU": 1} if gpu else None)
+                      resources={"GPU": 1} if gpu_workers(run.client) else None)
         aff_src = Source.open(f"{out}/affinities/0")
         graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record, voxel_size=voxel, progress=progress)
         metrics = finish_decode(run.client, out, grid, graph, params, record=run.record, progress=progress)

@@ -27,6 +27,19 @@ def visible_gpus() -> int:
         return 0
 
 
+def gpu_workers(client: Client) -> int:
+    """Workers that advertise a ``GPU`` resource (dask-cuda workers started with ``--resources GPU=1``,
+    or our LocalCUDACluster): inference tasks then ask for one, and CPU workers take the decoding."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _takes_n_workers(client) else client.scheduler_info().get("workers", {})
+    return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
+
+
+def _takes_n_workers(client: Client) -> bool:
+    import inspect
+
+    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
 def dashboard_link(client: Client) -> str:
     link = client.dashboard_link
     return link if link else "(dashboard disabled)"
