@@ -90,17 +90,14 @@ def transforms_for(spec: Union[str, Sequence[Transform], None], dims: int = 3) -
     if spec is None:
         spec = "none"
     if not isinstance(spec, str):
-        out = [Transform()] + [t for t in spec if not t.is_identity]
-        return out
+        return [Transform()] + [t for t in spec if not t.is_identity]
     mode = spec.strip().lower()
     if mode not in MODES:
         raise ValueError(f"tta {spec!r}: expected one of {', '.join(MODES)}")
-    z_flips = (False,) if dims == 2 or mode == "xy" else (False, True)
     if mode == "none":
         return [Transform()]
+    z_flips = (False,) if dims == 2 or mode == "xy" else (False, True)
     transposes = (False,) if mode == "flip" else (False, True)
-    if mode == "flip" and dims == 2:
-        z_flips = (False,)
     return [
         Transform((fz, fy, fx), tr)
         for tr, fz, fy, fx in itertools.product(transposes, z_flips, (False, True), (False, True))
