@@ -25,6 +25,7 @@ from em_chunks.errors import InputError
 from em_chunks.geometry import Box
 from em_chunks.learn.checkpoint import read_checkpoint, save_checkpoint
 from em_chunks.learn.config import TrainConfig, VolumeSection
+from em_chunks.learn.distributed import barrier, device_for, init_from_env, wrap
 from em_chunks.learn.data import BatchSpec, BatchStream, Rejection, local_batches, training_volume
 from em_chunks.learn.losses import CombinedLoss
 from em_chunks.learn.models import build_model
@@ -154,7 +155,8 @@ def train(
     volumes = resolve_volumes(config.data.volumes)
     val_volumes = resolve_volumes(config.data.validation)
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
+    rank = init_from_env()
+    device = device_for(rank, pick_device(config.device))
     cuda = device.type == "cuda"
     model = make_model(config).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay,
@@ -177,7 +179,8 @@ def train(
     ckpts = Checkpoints(out, config.keep_best, metrics.get("checkpoints"))
     use_amp = cuda and config.amp
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
-    step_model = torch.compile(model) if (cuda and config.compile) else model
+    step_model = wrap(model, rank, device)  # DDP under torchrun, else the model itself
+    step_model = torch.compile(step_model) if (cuda and config.compile) else step_model
     swa = None
     if config.swa_start is not None:
         from torch.optim.swa_utils import AveragedModel
@@ -188,7 +191,7 @@ def train(
     spec = batch_spec(config)
     pieces = tuple(config.data.chunks)
     # a resumed run continues with fresh samples rather than replaying the first ones
-    seed = config.seed + 1000003 * start
+    seed = config.seed + 1000003 * start + 7919 * rank.rank  # ranks draw different samples
     if client is not None:
         stream = BatchStream(client, volumes, spec, pieces, config.data.chunk_iter, seed, config.data.window)
         batches: Iterator = iter(stream)
@@ -200,12 +203,14 @@ def train(
         # one fixed, un-augmented batch per chunk: spread over the validation volumes, memory bounded by a chunk
         gen = local_batches(val_volumes, batch_spec(config, augment=False), pieces, config.data.batch_size, seed=12345)
         val_batches = [next(gen) for _ in range(config.data.validation_batches)]
-    writer = _tensorboard(out)
-    bar = _progress(progress, total, start)
+    writer = _tensorboard(out) if rank.main else None
+    bar = _progress(progress and rank.main, total, start)
     train_config = config.model_dump(mode="json")
     offsets = [list(o) for o in config.data.offsets]
 
     def save(iteration: int) -> None:
+        if not rank.main:  # one writer: rank 0 (all ranks hold the same weights under DDP)
+            return
         recent = [l for i, l in metrics["loss"] if i > (ckpts.records[-1]["iteration"] if ckpts.records else -1)] or [math.nan]
         score = metrics["validation"][-1][1] if metrics["validation"] else float(np.mean(recent[-50:]))
         kwargs = dict(train_config=train_config, iteration=iteration, optimizer=opt, offsets=offsets)
@@ -217,7 +222,7 @@ def train(
             save_checkpoint(out / "swa.pt", swa.module, metrics={"averaged": int(swa.n_averaged)}, **kwargs)
         write_metrics(out, metrics, extra)
 
-    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": step_model is not model,
+    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": bool(cuda and config.compile),
                              "iterations": total, "batch_size": spec.batch_size, "patch": list(spec.out_shape)}
     model.train()
     limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
@@ -297,7 +302,10 @@ def train(
                   "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed})
     if stream is not None:
         extra["loader"] = dict(stream.stats)
-    write_metrics(out, metrics, extra)
+    extra["world_size"] = rank.world
+    if rank.main:
+        write_metrics(out, metrics, extra)
+    barrier(rank)
     return {**metrics, **extra}
 
 
