@@ -211,7 +211,8 @@ def train(
     def save(iteration: int) -> None:
         if not rank.main:  # one writer: rank 0 (all ranks hold the same weights under DDP)
             return
-        recent = [l for i, l in metrics["loss"] if i > (ckpts.records[-1]["iteration"] if ckpts.records else -1)] or [math.nan]
+        previous = max((r["iteration"] for r in ckpts.records), default=-1)
+        recent = [l for i, l in metrics["loss"] if i > previous] or [math.nan]
         score = metrics["validation"][-1][1] if metrics["validation"] else float(np.mean(recent[-50:]))
         kwargs = dict(train_config=train_config, iteration=iteration, optimizer=opt, offsets=offsets)
         path = save_checkpoint(out / f"checkpoint-{iteration:07d}.pt", model, metrics={"score": score}, **kwargs)
