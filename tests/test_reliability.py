@@ -87,10 +87,10 @@ def test_killed_run_resumes_and_ends_identical(affinities, tmp_path):
     assert not (out / "metrics.json").exists()
     state = RunState(out)
     done_frag, done_links = len(state.done("fragments")), len(state.done("links"))
-    assert done_frag == 64 and 8 <= done_links < 64
+    assert 8 <= done_links < 64 and done_frag >= 8  # fragments and links overlap: both partly done
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "fragments: 0 chunk(s) to run, 64 already done (skipped)" in rerun.stderr
+    assert f"fragments: {64 - done_frag} chunk(s) to run, {done_frag} already done (skipped)" in rerun.stderr
     skipped = int(rerun.stderr.split("links: ")[1].split(" already done")[0].split(", ")[1])
     assert skipped >= done_links
     assert same_partition(_seg(out), _seg(ref))

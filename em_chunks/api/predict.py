@@ -17,7 +17,7 @@ from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.predict import PredictConfig
 from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import build_region_graph, check_labels, finish_decode
-from em_chunks.engine.predict import InferenceSpec, run_inference
+from em_chunks.engine.predict import InferenceSpec, submit_inference
 from em_chunks.engine.preview import write_preview
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
@@ -129,10 +129,13 @@ def predict(
         channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
         voxel = raw.voxel_size() or wf.voxel_size
         affs = create_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
-        run_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", record=run.record, progress=progress,
-                      resources={"GPU": 1} if gpu_workers(run.client) else None)
+        # inference and the first decoding stages are submitted together: a chunk is decoded as soon as
+        # it and its neighbours have affinities, while later chunks are still being inferred
+        upstream = submit_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", progress=progress,
+                                    resources={"GPU": 1} if gpu_workers(run.client) else None)
         aff_src = Source.open(f"{out}/affinities/0")
-        graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record, voxel_size=voxel, progress=progress)
+        graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record,
+                                   voxel_size=voxel, progress=progress, upstream=upstream)
         metrics = finish_decode(run.client, out, grid, graph, params, record=run.record, progress=progress)
         metrics["window"] = list(spec.window)
         if cfg.preview:

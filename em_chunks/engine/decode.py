@@ -23,7 +23,7 @@ import zarr
 from distributed import Client
 
 from em_chunks.engine.record import RunRecord
-from em_chunks.engine.runner import run_stage
+from em_chunks.engine.runner import StageRun, collect, run_stage, submit_stage
 from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
@@ -142,6 +142,15 @@ def fragment_to_segment(table: FragmentTable, segment_of: np.ndarray) -> IdLooku
 
 
 @dataclass
+class Upstream:
+    """Stages submitted before decoding (e.g. inference) that it overlaps with: their runs, and per chunk
+    the future that writes that chunk's affinities (decoding tasks of a chunk wait for those they read)."""
+
+    runs: list[StageRun]
+    futures: dict[int, Any]
+
+
+@dataclass
 class RegionGraph:
     """What the client holds after stages A-C: the fragments, their graph, and (with labels) the
     fragment-vs-labels contingency table from which any agglomeration's metrics follow exactly."""
@@ -164,8 +173,13 @@ def build_region_graph(
     record: Optional[RunRecord] = None,
     voxel_size: Optional[Sequence[float]] = None,
     progress: bool = True,
+    upstream: Optional[Upstream] = None,
 ) -> RegionGraph:
-    """Stages A, B, C and the client joins (see the module docstring)."""
+    """Stages A, B, C and the client joins (see the module docstring).
+
+    With ``upstream``, stages A and B are submitted at once, each chunk waiting only for the upstream
+    tasks of itself and its neighbours: decoding starts while later chunks are still being inferred.
+    """
     shape = tuple(grid.shape)
     state = RunState(out)
     root = open_root(out)
@@ -176,11 +190,19 @@ def build_region_graph(
     t = DecodeTargets(affinities, f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}", labels)
     chunks = list(grid)
     kw = dict(record=record, progress=progress)
-    frag = run_stage(client, state, "fragments", chunks, stage_fragments, lambda c: (t, params, shape), **kw)
-    links = run_stage(client, state, "links", chunks, stage_links, lambda c: (t, params, shape), **kw)
+    up = upstream or Upstream([], {})
+
+    def near(c: Chunk) -> list[Chunk]:
+        return [c] + grid.neighbours(c)
+
+    frag_run = submit_stage(client, state, "fragments", chunks, stage_fragments, lambda c: (t, params, shape),
+                            deps_for=lambda c: [up.futures.get(n.id) for n in near(c)], progress=progress)
+    link_run = submit_stage(client, state, "links", chunks, stage_links, lambda c: (t, params, shape),
+                            deps_for=lambda c: [frag_run.futures.get(n.id) for n in near(c)], progress=progress)
+    done = collect(up.runs + [frag_run, link_run], state, record=record)
     t0 = time.perf_counter()
-    table = _table_from(frag, links)
-    del frag, links
+    table = _table_from(done["fragments"], done["links"])
+    del done
     t_join = time.perf_counter() - t0
 
     def lookup_rg(c: Chunk) -> tuple:

@@ -22,7 +22,7 @@ import zarr
 from distributed import Client
 
 from em_chunks.engine.record import RunRecord
-from em_chunks.engine.runner import run_stage
+from em_chunks.engine.runner import submit_stage
 from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
 from em_chunks.geometry import Box, Chunk, ChunkGrid
@@ -140,6 +140,43 @@ def chunks_reading(grid: ChunkGrid, boxes: dict[int, Box]) -> dict[int, set[int]
     return out
 
 
+def submit_inference(
+    client: Client,
+    raw: Source,
+    out: Path,
+    grid: ChunkGrid,
+    spec: InferenceSpec,
+    affinities_path: str,
+    *,
+    progress: bool = True,
+    resources: Optional[dict] = None,
+) -> Any:
+    """Submit stages ``infer`` and ``blend`` (not waiting); returns an ``Upstream`` for the decoder.
+
+    A chunk's blend waits only for the infer tasks whose partial sums reach its core, and the boxes are
+    known up front (a function of the global window grid), so nothing waits for a whole stage.
+    """
+    from em_chunks.engine.decode import Upstream
+
+    state = RunState(out)
+    work = str(out / "work" / "partials")
+    chunks = list(grid)
+    sw = spec.sliding_window()
+    boxes = {c.id: sw.partial_box(c.core) for c in chunks}
+    readers = chunks_reading(grid, boxes)
+    infer = submit_stage(client, state, "infer", chunks, stage_infer, lambda c: (raw, spec, work),
+                         resources=resources, progress=progress)
+
+    def sources_for(c: Chunk) -> tuple:
+        src = [(cid, boxes[cid].offset, boxes[cid].shape) for cid in sorted(readers.get(c.id, ()))]
+        return (spec, work, src, affinities_path)
+
+    blend = submit_stage(client, state, "blend", chunks, stage_blend, sources_for,
+                         deps_for=lambda c: [infer.futures.get(cid) for cid in sorted(readers.get(c.id, ()))],
+                         progress=progress)
+    return Upstream([infer, blend], blend.futures)
+
+
 def run_inference(
     client: Client,
     raw: Source,
@@ -152,17 +189,8 @@ def run_inference(
     progress: bool = True,
     resources: Optional[dict] = None,
 ) -> None:
-    """Stages ``infer`` and ``blend``: the affinities of every chunk core into ``affinities_path``."""
-    state = RunState(out)
-    work = str(out / "work" / "partials")
-    chunks = list(grid)
-    infer = run_stage(client, state, "infer", chunks, stage_infer, lambda c: (raw, spec, work),
-                      record=record, progress=progress, resources=resources)
-    boxes = {cid: Box(tuple(int(v) for v in s["box_offset"]), tuple(int(v) for v in s["box_shape"])) for cid, s in infer.items()}
-    readers = chunks_reading(grid, boxes)
+    """Stages ``infer`` and ``blend``, waited for: the affinities of every chunk core."""
+    from em_chunks.engine.runner import collect
 
-    def sources_for(c: Chunk) -> tuple:
-        src = [(cid, boxes[cid].offset, boxes[cid].shape) for cid in sorted(readers.get(c.id, ()))]
-        return (spec, work, src, affinities_path)
-
-    run_stage(client, state, "blend", chunks, stage_blend, sources_for, record=record, progress=progress)
+    up = submit_inference(client, raw, out, grid, spec, affinities_path, progress=progress, resources=resources)
+    collect(up.runs, RunState(out), record=record)

@@ -35,8 +35,10 @@ class FailedChunk:
         return f"{self.stage} chunk {self.chunk.name} box {self.chunk.core}: {self.error}"
 
 
-def _execute(func: StageFunc, root: str, stage: str, chunk: Chunk, args: tuple) -> Summary:
-    """Worker side: run the stage, then mark the chunk done by saving its summary (data first)."""
+def _execute(func: StageFunc, root: str, stage: str, chunk: Chunk, args: tuple, deps: list | None = None) -> Summary:
+    """Worker side: run the stage, then mark the chunk done by saving its summary (data first).
+
+    ``deps`` are the (already resolved) results of the tasks this one waited for; unused here."""
     summary = func(chunk, *args)
     RunState(root).save(stage, chunk.id, summary)
     return summary
@@ -52,29 +54,145 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Progress:
-    """A rich progress bar on a terminal, a start and an end line otherwise."""
+    """One rich progress display (a bar per stage) on a terminal; start and end lines otherwise."""
 
-    def __init__(self, stage: str, total: int, skipped: int, enabled: bool) -> None:
-        self.stage, self.total = stage, total
+    def __init__(self, enabled: bool) -> None:
         self.bar = None
-        tty = sys.stderr.isatty()
-        print(f"{stage}: {total} chunk(s) to run, {skipped} already done (skipped)", file=sys.stderr)
-        if enabled and tty and total:
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+            self.bar = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), transient=True, console=Console(stderr=True))
             self.bar.start()
-            self.task = self.bar.add_task(stage, total=total)
+        self.tasks: dict[str, Any] = {}
 
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
+    def add(self, stage: str, total: int, skipped: int) -> None:
+        print(f"{stage}: {total} chunk(s) to run, {skipped} already done (skipped)", file=sys.stderr)
+        if self.bar is not None and total:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
 
-    def close(self, failed: int, seconds: float) -> None:
+    def advance(self, stage: str) -> None:
+        if self.bar is not None and stage in self.tasks:
+            self.bar.advance(self.tasks[stage])
+
+    def done(self, stage: str, failed: int, seconds: float) -> None:
+        status = f", {failed} FAILED" if failed else ""
+        print(f"{stage}: done in {seconds:.1f} s{status}", file=sys.stderr)
+
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-        status = f", {failed} FAILED" if failed else ""
-        print(f"{self.stage}: done in {seconds:.1f} s{status}", file=sys.stderr)
+
+
+@dataclass
+class StageRun:
+    """A stage whose tasks are submitted: futures of the chunks to run, the chunks skipped."""
+
+    stage: str
+    todo: list[Chunk]
+    skipped: list[Chunk]
+    futures: dict[int, Any]
+    t0: float
+    progress: bool
+
+
+def submit_stage(
+    client: Client,
+    state: RunState,
+    stage: str,
+    chunks: Sequence[Chunk],
+    func: StageFunc,
+    args_for: Callable[[Chunk], tuple] | None = None,
+    *,
+    deps_for: Callable[[Chunk], list] | None = None,
+    resources: Mapping[str, float] | None = None,
+    retries: int = 2,
+    progress: bool = True,
+) -> StageRun:
+    """Submit ``func`` for every chunk not yet done for ``stage``, without waiting.
+
+    ``deps_for(chunk)``: futures (of earlier submitted stages) the chunk's task must wait for; Dask starts
+    it as soon as they finish, so stages overlap (e.g. decoding starts while inference still runs).
+    """
+    done = state.done(stage)
+    todo = [c for c in chunks if c.id not in done]
+    skipped = [c for c in chunks if c.id in done]
+    token = uuid.uuid4().hex[:8]
+    futures = {}
+    for chunk in todo:
+        args = args_for(chunk) if args_for is not None else ()
+        deps = [d for d in (deps_for(chunk) if deps_for is not None else []) if d is not None]
+        futures[chunk.id] = client.submit(
+            _execute, func, str(state.root), stage, chunk, args, deps,
+            key=f"{stage}-{chunk.name}-{token}", retries=retries,
+            resources=dict(resources) if resources else None, pure=False,
+        )
+    return StageRun(stage, todo, skipped, futures, time.perf_counter(), progress)
+
+
+def collect(
+    runs: Sequence[StageRun],
+    state: RunState,
+    *,
+    record: RunRecord | None = None,
+    load_summaries: bool = True,
+    stop_on_failure: bool = True,
+) -> dict[str, dict[int, Summary]]:
+    """Wait for submitted stages; return each stage's summaries by chunk id (skipped chunks' loaded).
+
+    Failures of individual chunks do not stop the others; at the end a :class:`ChunkFailure` lists every
+    failed chunk with its stage, box and cause (after the retries, which also cover lost workers).
+    """
+    bar = _Progress(any(r.progress for r in runs))
+    where: dict[Any, tuple[StageRun, Chunk]] = {}
+    for run in runs:
+        bar.add(run.stage, len(run.todo), len(run.skipped))
+        by_id = {c.id: c for c in run.todo}
+        for cid, fut in run.futures.items():
+            where[fut] = (run, by_id[cid])
+    summaries: dict[str, dict[int, Summary]] = {r.stage: {} for r in runs}
+    failures: list[FailedChunk] = []
+    remaining = {r.stage: len(r.todo) for r in runs}
+    failed_in = {r.stage: 0 for r in runs}
+    try:
+        for fut in as_completed(list(where)):
+            run, chunk = where[fut]
+            if fut.status == "finished":
+                summaries[run.stage][chunk.id] = fut.result()
+            else:
+                failures.append(FailedChunk(run.stage, chunk, _describe(fut.exception())))
+                failed_in[run.stage] += 1
+            bar.advance(run.stage)
+            remaining[run.stage] -= 1
+            if remaining[run.stage] == 0:
+                _finish(run, failed_in[run.stage], bar, record)
+    finally:
+        bar.close()
+    for run in runs:
+        if not run.todo:
+            _finish(run, 0, bar, record)
+        for fut in run.futures.values():
+            fut.release()
+        if load_summaries:
+            for chunk in run.skipped:
+                summaries[run.stage][chunk.id] = state.load(run.stage, chunk.id)
+    if failures and stop_on_failure:
+        order = {r.stage: i for i, r in enumerate(runs)}
+        failures.sort(key=lambda f: (order[f.stage], f.chunk.id))
+        first = failures[0].stage
+        lines = "; ".join(f.line() for f in failures[:5])
+        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+        raise ChunkFailure(f"{len(failures)} chunk(s) failed in stage {first}: {lines}{more}")
+    return summaries
+
+
+def _finish(run: StageRun, failed: int, bar: _Progress, record: RunRecord | None) -> None:
+    seconds = time.perf_counter() - run.t0
+    bar.done(run.stage, failed, seconds)
+    if record is not None:
+        voxels = sum(c.core.size for c in run.todo)
+        record.add_stage(StageTiming(run.stage, seconds, voxels, len(run.todo) - failed, len(run.skipped)))
 
 
 def run_stage(
@@ -92,59 +210,12 @@ def run_stage(
     load_summaries: bool = True,
     stop_on_failure: bool = True,
 ) -> dict[int, Summary]:
-    """Run ``func`` on every chunk not yet done for ``stage``; return every chunk's summary by id.
+    """Run ``func`` on every chunk not yet done for ``stage`` and wait; return every chunk's summary by id.
 
-    Chunks done by an earlier (interrupted) run are skipped and their saved summaries loaded. Failures
-    of individual chunks do not stop the others; at the end a :class:`ChunkFailure` lists each failed
-    chunk with its box and cause (after ``retries`` retries, which cover lost workers).
+    Chunks done by an earlier (interrupted) run are skipped and their saved summaries loaded.
     """
-    t0 = time.perf_counter()
-    done = state.done(stage)
-    todo = [c for c in chunks if c.id not in done]
-    skipped = [c for c in chunks if c.id in done]
-    bar = _Progress(stage, len(todo), len(skipped), progress)
-    token = uuid.uuid4().hex[:8]
-    futures = {}
-    for chunk in todo:
-        args = args_for(chunk) if args_for is not None else ()
-        fut = client.submit(
-            _execute,
-            func,
-            str(state.root),
-            stage,
-            chunk,
-            args,
-            key=f"{stage}-{chunk.name}-{token}",
-            retries=retries,
-            resources=dict(resources) if resources else None,
-            pure=False,
-        )
-        futures[fut] = chunk
-    summaries: dict[int, Summary] = {}
-    failures: list[FailedChunk] = []
-    for fut in as_completed(list(futures)):
-        chunk = futures[fut]
-        if fut.status == "finished":
-            summaries[chunk.id] = fut.result()
-        else:
-            exc = fut.exception()
-            failures.append(FailedChunk(stage, chunk, _describe(exc)))
-        fut.release()
-        bar.advance()
-    seconds = time.perf_counter() - t0
-    bar.close(len(failures), seconds)
-    if load_summaries:
-        for chunk in skipped:
-            summaries[chunk.id] = state.load(stage, chunk.id)
-    if record is not None:
-        voxels = sum(c.core.size for c in todo)
-        record.add_stage(StageTiming(stage, seconds, voxels, len(todo) - len(failures), len(skipped)))
-    if failures and stop_on_failure:
-        failures.sort(key=lambda f: f.chunk.id)
-        lines = "; ".join(f.line() for f in failures[:5])
-        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        raise ChunkFailure(f"{len(failures)} chunk(s) failed in stage {stage}: {lines}{more}")
-    return summaries
+    run = submit_stage(client, state, stage, chunks, func, args_for, resources=resources, retries=retries, progress=progress)
+    return collect([run], state, record=record, load_summaries=load_summaries, stop_on_failure=stop_on_failure)[stage]
 
 
 def total_voxels(chunks: Iterable[Chunk]) -> int:
