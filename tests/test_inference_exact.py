@@ -61,8 +61,10 @@ def chunked_partial(model, vol, sw, pieces, **options) -> np.ndarray:
         partials.append(predict_partial(model, read_padded(vol, ctx, sw.boundary), ctx, chunk.core, sw, **options))
     out = None
     for chunk in reversed(list(grid)):  # any order: the sums are exact
-        meeting = [p for p in partials if not p[0].intersect(chunk.core).empty]
-        core = blend_partials(chunk.core, meeting[::-1], sw)
+        sources = sw.partial_sources(grid, chunk.core)  # what an engine would gather for this core
+        meeting = {i for i, p in enumerate(partials) if p[1].shape[0] and not p[0].intersect(chunk.core).empty}
+        assert {c.id for c in sources} == meeting
+        core = blend_partials(chunk.core, [partials[c.id] for c in sources][::-1], sw)
         if out is None:
             out = np.zeros((core.shape[0],) + vol.shape, core.dtype)
         out[(slice(None),) + chunk.core.slices()] = core

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from em_chunks.errors import InputError
-from em_chunks.geometry import Box
+from em_chunks.geometry import Box, Chunk, ChunkGrid
 from em_chunks.learn import blend, tta as tta_mod
 
 IntOrSeq = Union[int, Sequence[int]]
@@ -278,6 +278,23 @@ class SlidingWindow:
         """The box :func:`predict_partial` returns sums for: its windows' output boxes, within the volume."""
         box = _union([w.output for w in self.owned_windows(core)], core)
         return box.intersect(Box.from_shape(self.volume))
+
+    def partial_sources(self, grid: ChunkGrid, core: Box) -> list[Chunk]:
+        """The chunks of ``grid`` whose partial sums reach into ``core`` (those :func:`blend_partials`
+        needs), found axis by axis: with chunks at least a window wide they are among its neighbours."""
+        per_axis = []
+        for a, bounds in enumerate(grid.bounds):
+            keep = []
+            for i in range(len(bounds) - 1):
+                owned = self._axis_owned(a, bounds[i], bounds[i + 1])
+                if not owned:
+                    continue
+                lo = self._origins[a][owned[0]] + self.crop[a]
+                hi = self._origins[a][owned[-1]] + self.window[a] - self.crop[a]
+                if lo < core.end[a] and hi > core.begin[a]:
+                    keep.append(i)
+            per_axis.append(keep)
+        return [grid.chunk(idx) for idx in itertools.product(*per_axis)]
 
     def normaliser(self, core: Box) -> np.ndarray:
         """Sum of the integer weights of all windows over ``core`` (int64, ``core.shape``): grid-only."""
