@@ -64,6 +64,7 @@ def test_weights_are_positive_integers_peaking_at_the_centre():
         dict(window=(0, 32, 32)),
         dict(window=(8, 32, 32), crop=2),  # crop without pad leaves the borders uncovered
         dict(window=(8, 32, 32), overlap=(8, 0, 0)),  # overlap as large as the window: stride 0
+        dict(window=(8, 32, 32), overlap=(4, 16, 16), stride=(4, 8, 8)),  # inconsistent
         dict(window=(8, 32, 32), stride=(9, 32, 32)),  # gaps between windows
         dict(window=(8, 32, 32), blending="cosine"),
         dict(window=(8, 32, 32), sw_batch_size=0),
@@ -102,3 +103,15 @@ def test_batches_are_fixed_grid_blocks_and_the_partial_scheme_wastes_no_slot(bat
                 blocks = {slot_of[w.index][0] for w in b if w is not None}
                 assert len(blocks) == 1 and all(slot_of[w.index][1] == s for s, w in enumerate(b) if w is not None)
                 assert slots
+
+
+def test_config_round_trips_and_replace_keeps_the_grid():
+    import dataclasses
+
+    sw = SlidingWindow((20, 64, 64), (8, 32, 32), overlap=(2, 8, 8), pad=(2, 8, 8), blending="bump")
+    again = SlidingWindow(**sw.config())
+    assert again == sw and again.origins == sw.origins
+    moved = dataclasses.replace(sw, volume=(20, 64, 100))  # both stride and overlap are set by now
+    assert moved.stride == sw.stride and moved.grid_shape[2] > sw.grid_shape[2]
+    with pytest.raises(InputError, match="disagree"):
+        SlidingWindow((20, 64, 64), (8, 32, 32), overlap=4, stride=8)

@@ -122,10 +122,10 @@ class SlidingWindow:
             raise InputError(
                 f"sliding_window.crop {crop}: must not exceed pad {pad}, or the volume borders get no prediction"
             )
-        if self.stride is not None and self.overlap is not None:
-            raise InputError("sliding_window: give overlap or stride, not both")
         if self.stride is not None:
             stride = _triple(self.stride, "stride")
+            if self.overlap is not None and _triple(self.overlap, "overlap") != tuple(o - s for o, s in zip(out, stride)):
+                raise InputError(f"sliding_window: overlap {self.overlap} and stride {stride} disagree; give one")
         else:
             overlap = tuple(o // 2 for o in out) if self.overlap is None else _triple(self.overlap, "overlap")
             stride = tuple(o - v for o, v in zip(out, overlap))
@@ -154,6 +154,12 @@ class SlidingWindow:
         object.__setattr__(self, "boundary", boundary)
         origins = tuple(axis_origins(L, w, s, p) for L, w, s, p in zip(vol, win, stride, pad))
         object.__setattr__(self, "_origins", origins)
+
+    def config(self) -> dict:
+        """The user-facing fields as plain values, e.g. for a run record or a resume check (the results of
+        two runs agree bit for bit only if these, the model, the device type and the thread count agree)."""
+        names = ("volume", "window", "stride", "pad", "crop", "blending", "sw_batch_size", "boundary")
+        return {n: (list(v) if isinstance(v, tuple) else v) for n, v in ((n, getattr(self, n)) for n in names)}
 
     # ---- the grid -------------------------------------------------------------------------------
     @property
