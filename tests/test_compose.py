@@ -1,6 +1,7 @@
 """docker-compose.yml read as data (no Docker engine here): services, commands, GPU reservations, ports
 bound to localhost, a required Jupyter token, one image, one shared volume."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,17 @@ def test_services_and_one_image(compose):
     assert {"scheduler", "gpu-worker", "jupyter"} <= set(services)
     assert {s["image"] for s in services.values()} == {"emchunks:latest"}
     assert all(s.get("build") == "." for s in services.values())
+
+
+def test_dockerfile_installs_the_package_on_a_cuda_base():
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert '".[cuda]"' in dockerfile and "jupyterlab" in dockerfile
+    assert re.search(r'^RUN pip install "\.\[cuda\]" jupyterlab', dockerfile, re.M)
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)", dockerfile, re.M).group(1)
+    assert "cuda" in base and "runtime" in base
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}", dockerfile, re.M)
+    assert re.findall(r"^USER (\S+)", dockerfile, re.M)[-1] != "root"  # services run unprivileged
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".git" in ignored and ".env" in ignored  # no history, no token file in the image
 
 
 def test_scheduler(compose):
@@ -54,11 +64,33 @@ def test_cpu_workers_are_opt_in(compose):
 
 def test_jupyter_requires_a_token_and_finds_the_scheduler(compose):
     j = _services(compose)["jupyter"]
+    # Jupyter Server takes its token from JUPYTER_TOKEN; `:?` makes compose refuse to start without one
+    assert j["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
     cmd = " ".join(j["command"])
-    assert "--ServerApp.token=${JUPYTER_TOKEN:?" in cmd  # no default: compose refuses to start without one
-    assert "token=''" not in cmd and 'token=""' not in cmd
+    assert cmd.startswith("jupyter lab") and "--no-browser" in cmd
+    # nothing on the command line may override the token (it would also show in `ps` on the host)
+    assert "token" not in cmd.lower() and "password" not in cmd.lower()
     assert j["environment"]["DASK_SCHEDULER_ADDRESS"] == "tcp://scheduler:8786"
     assert j["ports"] == ["127.0.0.1:8888:8888"]
+
+
+def test_secrets_have_no_default_anywhere():
+    text = (ROOT / "docker-compose.yml").read_text()
+    uses = re.findall(r"\$\{JUPYTER_TOKEN([^}]*)\}", text)
+    assert uses and all(u.startswith(":?") for u in uses), uses  # never `:-default` or a bare `${...}`
+
+
+def test_workers_and_healthcheck_point_at_the_scheduler(compose):
+    services = _services(compose)
+    cmd = services["scheduler"]["command"]
+    port = cmd[cmd.index("--port") + 1]
+    dashboard = cmd[cmd.index("--dashboard-address") + 1].rsplit(":", 1)[1]
+    address = f"tcp://scheduler:{port}"
+    for name in ("gpu-worker", "cpu-worker"):
+        assert services[name]["command"][services[name]["command"].index("worker") + 1] == address, name
+    for name, s in services.items():
+        assert s["environment"]["DASK_SCHEDULER_ADDRESS"] == address, name
+    assert f"http://localhost:{dashboard}/health" in " ".join(services["scheduler"]["healthcheck"]["test"])
 
 
 def test_every_published_port_is_bound_to_localhost(compose):
