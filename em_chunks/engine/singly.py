@@ -51,6 +51,15 @@ def _gray(image: np.ndarray, path: Path) -> np.ndarray:
     return image
 
 
+def _flat(value, keep_none: bool = True, z: int = 0):
+    """A per-axis setting for a single section: its z component becomes ``z`` (no overlap/pad across z)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (z, value, value)
+    return (z,) + tuple(value)[1:]
+
+
 def stage_image(chunk: Chunk, path: str, spec: InferenceSpec, out_dir: str, params: DecodeParams) -> dict:
     """Predict, decode and save one image: ``<stem>_affinities.tif`` and ``<stem>_segmentation.tif``."""
     import imageio.v3 as iio
@@ -61,7 +70,10 @@ def stage_image(chunk: Chunk, path: str, spec: InferenceSpec, out_dir: str, para
 
     image = _gray(np.asarray(iio.imread(path)), Path(path))
     shape = (1,) + image.shape
-    sw_spec = dataclasses.replace(spec, volume=shape, window=(1,) + tuple(spec.window[1:]))
+    sw_spec = dataclasses.replace(
+        spec, volume=shape, window=(1,) + tuple(spec.window[1:]),
+        overlap=_flat(spec.overlap), stride=_flat(spec.stride, keep_none=True, z=1), pad=_flat(spec.pad), crop=_flat(spec.crop),
+    )
     model = worker_model(spec)
     affs = predict_volume(
         model, image[None], sw_spec.sliding_window(), device=resolve_device(spec.device), amp=spec.amp,
