@@ -19,6 +19,8 @@ _API = {
     "InputError": "em_chunks.errors",
     "TileSet": "em_chunks.io.tileset",
     "open_volume": "em_chunks.io.volume",
+    "make_synthetic_em": "em_chunks.synthetic",
+    "synthetic_affinities": "em_chunks.synthetic",
     "TrainConfig": "em_chunks.learn.config",
     "train": "em_chunks.learn.trainer",
     "build_model": "em_chunks.learn.models",
