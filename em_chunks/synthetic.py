@@ -37,6 +37,9 @@ from em_chunks.errors import InputError
 # membrane width even at Voronoi corners, for little extra time
 _NEIGHBOURS = 4
 
+# points per neighbour query (memory ~150 MB per batch)
+_BATCH = 1 << 20
+
 # grey values in [0, 1] before blur and noise (real ssTEM: membranes ~0.33, cytoplasm ~0.55 +- 0.15)
 _MEMBRANE_GREY = 0.22
 _CYTOPLASM_GREY = (0.52, 0.78)
@@ -100,9 +103,15 @@ def make_synthetic_em(
     points = _metric_coordinates(shape, scale, warp * cell_size, cell_size, rng)
 
     tree = cKDTree(seeds)
-    dist, idx = tree.query(points, k=_NEIGHBOURS)  # the padded grid always has >= 8 seeds
-    cells = idx[:, 0].reshape(shape)
-    membrane = _boundary_distance(dist, idx, seeds).reshape(shape) < membrane_width / 2
+    cells = np.empty(len(points), dtype=np.int64)
+    membrane = np.empty(len(points), dtype=bool)
+    # in batches: the neighbour queries take ~150 bytes per point, so big volumes stay bounded
+    for start in range(0, len(points), _BATCH):
+        part = slice(start, start + _BATCH)
+        dist, idx = tree.query(points[part], k=_NEIGHBOURS)  # the padded grid always has >= 8 seeds
+        cells[part] = idx[:, 0]
+        membrane[part] = _boundary_distance(dist, idx, seeds) < membrane_width / 2
+    cells, membrane = cells.reshape(shape), membrane.reshape(shape)
     membrane |= _label_edges(cells)
 
     labels = _connected_cells(membrane, min_size=max(8, int(0.02 * cell_size**2)))

@@ -8,6 +8,7 @@ import pytest
 import waterz
 from scipy import ndimage
 
+from em_chunks import synthetic
 from em_chunks.errors import InputError
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
 
@@ -93,3 +94,10 @@ def test_bad_parameters_are_refused_with_one_line(kwargs):
 def test_affinities_refuse_a_volume_without_three_axes():
     with pytest.raises(InputError, match="labels"):
         synthetic_affinities(np.zeros((4, 4), dtype=np.uint32))
+
+
+def test_batched_neighbour_queries_change_nothing(monkeypatch):
+    whole = make_synthetic_em((6, 40, 40), seed=9)
+    monkeypatch.setattr(synthetic, "_BATCH", 777)  # many batches, the last one partial
+    batched = make_synthetic_em((6, 40, 40), seed=9)
+    assert np.array_equal(whole[0], batched[0]) and np.array_equal(whole[1], batched[1])
