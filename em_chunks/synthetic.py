@@ -1,28 +1,29 @@
 """Synthetic EM-like volumes with known ground truth, for the demo and for tests.
 
-Real EM data must be downloaded and its labels are imperfect; a synthetic volume is free, deterministic and
-its segmentation is exact, so a test can say "the decoder recovers *these* cells". The picture is a crude
-imitation of serial-section / FIB-SEM neuropil: 3D cells packed without gaps, separated by thin dark
-membranes, with a textured, mid-grey cytoplasm, a little blur and noise.
+Real EM data must be downloaded and its labels are imperfect; a synthetic volume is free,
+deterministic and its segmentation is exact, so a test can say "the decoder recovers *these* cells".
+The picture is a crude imitation of serial-section / FIB-SEM neuropil: 3D cells packed without gaps,
+separated by thin dark membranes, with a textured, mid-grey cytoplasm, a little blur and noise.
 
 Notes
 -----
-Cells are the Voronoi cells of jittered-grid seeds, computed in a *metric space* rather than voxel space:
+Cells are the Voronoi cells of jittered-grid seeds, computed in a *metric space* rather than voxel
+space:
 
-* z is scaled by ``anisotropy`` (physical z voxel size / xy voxel size) so cells span fewer slices in an
-  anisotropic stack, and divided by ``elongation`` so cells are stretched along z, like neurites running
-  through the sections;
-* the query coordinates are displaced by a smooth random field (``warp``), which bends the flat Voronoi
-  facets into organic, curved membranes.
+* z is scaled by ``anisotropy`` (physical z voxel size / xy voxel size) so cells span fewer slices
+  in an anisotropic stack, and divided by ``elongation`` so cells are stretched along z, like
+  neurites running through the sections;
+* the query coordinates are displaced by a smooth random field (``warp``), which bends the flat
+  Voronoi facets into organic, curved membranes.
 
-The membrane is the set of voxels whose distance to their cell's boundary is below ``membrane_width / 2``.
-That distance is the smallest distance to the bisector planes between the nearest seed and the next
-``_NEIGHBOURS - 1`` seeds (for a point inside a convex cell, distance to the boundary is the distance to
-the nearest facet plane). On top of it, every voxel whose label differs from its lower neighbour along an
-axis is made membrane, so two different cells never touch, even across a thin anisotropic z step.
-Labels number the 6-connected regions between membranes (consecutive from 1, in raster order; crumbs of a
-few voxels are made membrane), so labels are 0 on exactly the membrane voxels and perfect affinities decode
-to exactly these labels.
+The membrane is the set of voxels whose distance to their cell's boundary is below half the
+``membrane_width``. That distance is the smallest distance to the bisector planes between the
+nearest seed and the next ``_NEIGHBOURS - 1`` seeds (for a point inside a convex cell, distance to
+the boundary is the distance to the nearest facet plane). On top of it, every voxel whose label
+differs from its lower neighbour along an axis is made membrane, so two different cells never touch,
+even across a thin anisotropic z step. Labels number the 6-connected regions between membranes
+(consecutive from 1, in raster order; crumbs of a few voxels are made membrane), so labels are 0 on
+exactly the membrane voxels and perfect affinities decode to exactly these labels.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from scipy.spatial import cKDTree
 
 from em_chunks.errors import InputError
 
-# seeds examined per voxel for the boundary distance: 2 is the classic approximation, a few more make the
-# membrane width even at Voronoi corners, for little extra time
+# seeds examined per voxel for the boundary distance: 2 is the classic approximation, a few more
+# make the membrane width even at Voronoi corners, for little extra time
 _NEIGHBOURS = 4
 
 # points per neighbour query (memory ~150 MB per batch)
@@ -68,8 +69,8 @@ def make_synthetic_em(
     cell_size
         Typical cell diameter in xy voxels.
     membrane_width
-        Membrane thickness in xy voxels (at least 1; along z it is ``membrane_width / anisotropy`` slices,
-        but never less than one voxel between two cells).
+        Membrane thickness in xy voxels (at least 1; along z it is ``membrane_width / anisotropy``
+        slices, but never less than one voxel between two cells).
     noise
         Standard deviation of the additive Gaussian noise, as a fraction of the grey range.
     blur
@@ -79,12 +80,14 @@ def make_synthetic_em(
     elongation
         How much longer cells are along z than across (1 = round cells).
     warp
-        Amplitude of the smooth displacement that curves the membranes, as a fraction of ``cell_size``.
+        Amplitude of the smooth displacement that curves the membranes, as a fraction of
+        ``cell_size``.
 
     Returns
     -------
     image, labels
-        ``uint8`` image (membranes dark) and ``uint32`` labels: consecutive cell ids from 1, 0 on membranes.
+        ``uint8`` image (membranes dark) and ``uint32`` labels: consecutive cell ids from 1, 0 on
+        membranes.
     """
     shape = _check_shape(shape)
     _check_positive("cell_size", cell_size)
@@ -122,11 +125,11 @@ def make_synthetic_em(
 def synthetic_affinities(
     labels: np.ndarray, noise: float = 0.0, seed: int = 0, blur: float = 0.0
 ) -> np.ndarray:
-    """Exact nearest-neighbour affinities of a label volume, optionally degraded like a model's output.
+    """Exact nearest-neighbour affinities of a label volume, optionally degraded like a model's.
 
-    Waterz convention: channel ``c`` at voxel ``v`` is the affinity between ``v`` and ``v - e_c`` (``e_0`` =
-    z, ``e_1`` = y, ``e_2`` = x): 1 where ``labels[v] == labels[v - e_c] != 0``, else 0; the first slice of
-    each axis (no lower neighbour) is 0.
+    Waterz convention: channel ``c`` at voxel ``v`` is the affinity between ``v`` and ``v - e_c``
+    (``e_0`` = z, ``e_1`` = y, ``e_2`` = x): 1 where ``labels[v] == labels[v - e_c] != 0``, else 0;
+    the first slice of each axis (no lower neighbour) is 0.
 
     Parameters
     ----------
@@ -137,7 +140,8 @@ def synthetic_affinities(
     seed
         Random seed for the noise.
     blur
-        Gaussian sigma (voxels) applied per channel before the noise, softening the edges like a CNN does.
+        Gaussian sigma (voxels) applied per channel before the noise, softening the edges like a
+        CNN does.
 
     Returns
     -------
@@ -181,7 +185,7 @@ def _check_positive(name: str, value: float) -> None:
 def _jittered_seeds(
     shape: tuple[int, ...], scale: np.ndarray, spacing: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Seeds on a grid with random jitter: more even cell sizes than Poisson points (no sliver cells).
+    """Seeds on a grid with random jitter: more even cell sizes than Poisson points (no slivers).
 
     The grid extends one spacing past the volume so border cells are cut by the border, not swollen.
     """
@@ -202,14 +206,15 @@ def _metric_coordinates(
     coords = np.indices(shape, dtype=np.float32).reshape(3, -1).T * scale.astype(np.float32)
     if amplitude <= 0:
         return coords
-    # smooth noise at low resolution, then linear upsampling: a few ms instead of a large full-size filter
+    # smooth noise at low resolution, then linear upsampling: a few ms, not a large full-size filter
     step = max(smoothness / 4, 1.0)
     low = tuple(max(int(np.ceil(s * sc / step)) + 1, 2) for s, sc in zip(shape, scale))
     for axis in range(3):
         field = ndimage.gaussian_filter(rng.normal(size=low), sigma=2.0, mode="wrap")
         field *= amplitude / (field.std() + 1e-12)
         zoom = [n / m for n, m in zip(shape, low)]
-        coords[:, axis] += ndimage.zoom(field, zoom, order=1, grid_mode=True, mode="nearest").ravel()
+        up = ndimage.zoom(field, zoom, order=1, grid_mode=True, mode="nearest")
+        coords[:, axis] += up.ravel()
     return coords
 
 
@@ -217,7 +222,8 @@ def _boundary_distance(dist: np.ndarray, idx: np.ndarray, seeds: np.ndarray) -> 
     """Distance from each point to its Voronoi cell's boundary (metric space).
 
     For the nearest seed s1 and another seed sk, the point's distance to their bisector plane is
-    (dk^2 - d1^2) / (2 |s1 - sk|); the boundary distance is the minimum over the neighbours examined.
+    (dk^2 - d1^2) / (2 |s1 - sk|); the boundary distance is the minimum over the neighbours
+    examined.
     """
     gap = np.linalg.norm(seeds[idx[:, 1:]] - seeds[idx[:, :1]], axis=-1)
     planes = (dist[:, 1:] ** 2 - dist[:, :1] ** 2) / (2 * gap)
@@ -225,7 +231,7 @@ def _boundary_distance(dist: np.ndarray, idx: np.ndarray, seeds: np.ndarray) -> 
 
 
 def _label_edges(cells: np.ndarray) -> np.ndarray:
-    """Voxels whose cell differs from the lower neighbour along some axis: one voxel per touching pair."""
+    """Voxels whose cell differs from the lower neighbour along an axis: one per touching pair."""
     edges = np.zeros(cells.shape, dtype=bool)
     for axis in range(3):
         here = [slice(None)] * 3
@@ -239,10 +245,11 @@ def _label_edges(cells: np.ndarray) -> np.ndarray:
 def _connected_cells(membrane: np.ndarray, min_size: int) -> np.ndarray:
     """Label the 6-connected regions between membranes; regions below ``min_size`` become membrane.
 
-    A Voronoi cell can be cut in two by the membrane (a thin neck, a corner at the border). Numbering
-    connected regions rather than Voronoi cells makes the ground truth exactly what perfect affinities
-    decode to, and dropping crumbs of a few voxels avoids "cells" no segmentation could be asked to find.
-    Regions are numbered 1..N in raster order of their first voxel, deterministically.
+    A Voronoi cell can be cut in two by the membrane (a thin neck, a corner at the border).
+    Numbering connected regions rather than Voronoi cells makes the ground truth exactly what
+    perfect affinities decode to, and dropping crumbs of a few voxels avoids "cells" no segmentation
+    could be asked to find. Regions are numbered 1..N in raster order of their first voxel,
+    deterministically.
     """
     regions, count = ndimage.label(~membrane)
     sizes = np.bincount(regions.ravel(), minlength=count + 1)

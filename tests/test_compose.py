@@ -1,5 +1,5 @@
-"""docker-compose.yml read as data (no Docker engine here): services, commands, GPU reservations, ports
-bound to localhost, a required Jupyter token, one image, one shared volume."""
+"""docker-compose.yml read as data (no Docker engine here): services, commands, GPU reservations,
+ports bound to localhost, a required Jupyter token, one image, one shared volume."""
 
 import re
 from pathlib import Path
@@ -64,7 +64,7 @@ def test_cpu_workers_are_opt_in(compose):
 
 def test_jupyter_requires_a_token_and_finds_the_scheduler(compose):
     j = _services(compose)["jupyter"]
-    # Jupyter Server takes its token from JUPYTER_TOKEN; `:?` makes compose refuse to start without one
+    # Jupyter Server takes its token from JUPYTER_TOKEN; `:?`: compose refuses to start without one
     assert j["environment"]["JUPYTER_TOKEN"].startswith("${JUPYTER_TOKEN:?")
     cmd = " ".join(j["command"])
     assert cmd.startswith("jupyter lab") and "--no-browser" in cmd
@@ -77,7 +77,8 @@ def test_jupyter_requires_a_token_and_finds_the_scheduler(compose):
 def test_secrets_have_no_default_anywhere():
     text = (ROOT / "docker-compose.yml").read_text()
     uses = re.findall(r"\$\{JUPYTER_TOKEN([^}]*)\}", text)
-    assert uses and all(u.startswith(":?") for u in uses), uses  # never `:-default` or a bare `${...}`
+    # never `:-default` nor a bare `${...}`
+    assert uses and all(u.startswith(":?") for u in uses), uses
 
 
 def test_workers_and_healthcheck_point_at_the_scheduler(compose):
@@ -87,10 +88,12 @@ def test_workers_and_healthcheck_point_at_the_scheduler(compose):
     dashboard = cmd[cmd.index("--dashboard-address") + 1].rsplit(":", 1)[1]
     address = f"tcp://scheduler:{port}"
     for name in ("gpu-worker", "cpu-worker"):
-        assert services[name]["command"][services[name]["command"].index("worker") + 1] == address, name
+        cmd = services[name]["command"]
+        assert cmd[cmd.index("worker") + 1] == address, name
     for name, s in services.items():
         assert s["environment"]["DASK_SCHEDULER_ADDRESS"] == address, name
-    assert f"http://localhost:{dashboard}/health" in " ".join(services["scheduler"]["healthcheck"]["test"])
+    probe = " ".join(services["scheduler"]["healthcheck"]["test"])
+    assert f"http://localhost:{dashboard}/health" in probe
 
 
 def test_every_published_port_is_bound_to_localhost(compose):

@@ -35,7 +35,8 @@ def test_affinities_follow_the_waterz_convention():
     labels = rng.integers(0, 3, size=(3, 4, 5))
     affs = synthetic_affinities(labels)
     assert affs.shape == (3,) + labels.shape
-    for c, (z, y, x) in itertools.product(range(3), itertools.product(*(range(s) for s in labels.shape))):
+    voxels = itertools.product(*(range(s) for s in labels.shape))
+    for c, (z, y, x) in itertools.product(range(3), voxels):
         v = (z, y, x)
         u = list(v)
         u[c] -= 1
@@ -46,7 +47,7 @@ def test_affinities_follow_the_waterz_convention():
 
 
 def test_different_cells_never_touch_and_each_cell_is_one_piece():
-    # thin membranes and thick z steps: the case where Voronoi neighbours would touch (and merge) across z
+    # thin membranes, thick z steps: where Voronoi neighbours would touch (and merge) across z
     _, labels = make_synthetic_em((12, 64, 64), seed=2, anisotropy=4.0, membrane_width=1.0)
     assert labels.max() > 10 and np.bincount(labels.ravel())[1:].max() < labels.size / 4
     for axis in range(3):
@@ -83,7 +84,13 @@ def test_parameters_shape_the_volume():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"shape": (0, 8, 8)}, {"shape": (8, 8)}, {"cell_size": 0}, {"membrane_width": 0.5}, {"noise": -1}],
+    [
+        {"shape": (0, 8, 8)},
+        {"shape": (8, 8)},
+        {"cell_size": 0},
+        {"membrane_width": 0.5},
+        {"noise": -1},
+    ],
 )
 def test_bad_parameters_are_refused_with_one_line(kwargs):
     with pytest.raises(InputError) as info:
