@@ -58,11 +58,13 @@ def connect(
 ) -> Iterator[Client]:
     """Yield a connected :class:`distributed.Client`, printing the dashboard link first.
 
-    ``scheduler``: address of a running scheduler (``tcp://host:8786``); else a client already current
+    ``scheduler``: address of a running scheduler (``tcp://host:8786``; default ``$DASK_SCHEDULER_ADDRESS``),
+    else a client already current
     in this process (a notebook's) is reused; else a local cluster is started and closed on exit.
     ``gpu``: ``"auto"`` starts a ``LocalCUDACluster`` when GPUs are visible, ``"never"`` forces CPU.
     """
     say = echo or (lambda msg: print(msg, file=sys.stderr))
+    scheduler = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None  # set in the compose services
     if scheduler:
         try:
             client = Client(scheduler, timeout="15s")
