@@ -1,0 +1,199 @@
+"""Fast global agglomeration: waterz's own C++ ``IterativeRegionMerging`` run on the merged region graph.
+
+waterz only takes volumes, so the graph is embedded in a synthetic one-row volume: fragment of key
+rank ``r`` is label ``r + 1``, and every edge ``(a, b)`` (ranks, a < b) becomes three voxels
+``a+1, b+1, 0`` along x, with the x affinity of the second voxel ``(max_bin + 0.5) / 256``, which
+waterz discretises back to ``max_bin``. Why this is the same graph:
+
+* waterz's ``get_region_graph`` only creates edges between two different non-zero labels
+  (it walks ``id1 = 1 .. max``; background 0 is always the smaller id), so the ``0`` separators
+  create nothing and each voxel pair creates exactly its fragment pair, once.
+* z / y have extent 1, so no voxel has a z or y predecessor (those channels are never read) and
+  there are no row ends to wrap around.
+* ``InitWithMax``: one voxel-edge per pair gives a histogram with one count at ``max_bin``, which is
+  exactly what waterz builds from a pair's many voxel-edges (it keeps only the largest bin).
+
+waterz numbers edges by ``(id1, id2)``, i.e. by the key ranks of the two fragments, and breaks equal
+scores in its 256-bin queue FIFO by that number, then by the order of its lazy rescoring; every
+step is a function of the ranked graph, which does not depend on the chunk grid. The merge sequence
+can differ from the Python backend's only in the order of equal scores after rescoring (the Python
+backend rescores eagerly), the same difference as between our decoding and whole-volume waterz.
+
+Only ``aff{Q}_his256`` with ``InitWithMax`` and Q in waterz's prebuilt set (10, 15, .., 95) is
+supported: a mean or a full histogram would need one voxel pair per voxel-edge. Dust handling runs
+the Python backend's dust step on the segment graph (segment-pair histograms are the sums of their
+fragment pairs' one-count histograms, so their quantile is computed here in numpy).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from em_chunks.ops.affinity import BINS
+from em_chunks.ops.fragments import FragmentTable
+from em_chunks.ops.region_graph import EdgeHistograms
+
+# quantiles waterz ships compiled with discretize_queue=256 (others need a C++ toolchain + witty)
+WATERZ_QUANTILES = frozenset(range(10, 100, 5))
+
+
+def waterz_scoring_function(quantile: int) -> str:
+    """waterz's C++ spelling of ``aff{quantile}_his256`` with InitWithMax."""
+    return f"OneMinus<HistogramQuantileAffinity<RegionGraphType,{int(quantile)},ScoreValue,256,true>>"
+
+
+def supports(kind: str, quantile: int, init_with_max: bool) -> bool:
+    """True when the waterz backend reproduces this merge function exactly."""
+    return kind == "quantile" and bool(init_with_max) and int(quantile) in WATERZ_QUANTILES
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """waterz's C++ core logs every step to stdout: send file descriptor 1 to /dev/null meanwhile."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def canonical_edges(table: FragmentTable, edges: EdgeHistograms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, max_bin) per edge with a < b key ranks, sorted by (a, b): the chunk-invariant graph."""
+    if not len(edges):
+        z = np.zeros(0, np.int64)
+        return z, z, np.zeros(0, np.uint8)
+    ru, rv = table.index_of(edges.u), table.index_of(edges.v)
+    a, b = np.minimum(ru, rv), np.maximum(ru, rv)
+    order = np.lexsort((b, a))
+    return a[order], b[order], np.asarray(edges.max_bin)[order]
+
+
+def embed_graph(a: np.ndarray, b: np.ndarray, max_bin: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (3, 1, 1, 3E) float32 affinities and (1, 1, 3E) uint64 labels holding the graph."""
+    ne = a.size
+    labels = np.zeros((1, 1, 3 * ne), np.uint64)
+    row = labels[0, 0]
+    row[0::3] = a + 1
+    row[1::3] = b + 1
+    # np.zeros maps untouched pages lazily: the z and y channels (never read) cost no memory
+    affs = np.zeros((3, 1, 1, 3 * ne), np.float32)
+    affs[2, 0, 0, 1::3] = (max_bin.astype(np.float32) + np.float32(0.5)) / np.float32(BINS)
+    return affs, labels
+
+
+def _segment_quantile_scores(sa: np.ndarray, sb: np.ndarray, bins: np.ndarray, quantile: int, n: int):
+    """Segment-pair edges (x < y) and their scores: the quantile of the fragment pairs' max bins."""
+    keep = sa != sb
+    x, y, bins = np.minimum(sa, sb)[keep], np.maximum(sa, sb)[keep], bins[keep].astype(np.int64)
+    if x.size == 0:
+        return x, y, np.zeros(0)
+    pair = x * np.int64(n) + y
+    order = np.lexsort((bins, pair))
+    pair, bins = pair[order], bins[order]
+    start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+    total = np.diff(np.r_[start, pair.size])
+    pick = start + quantile * total // 100  # 1-based pivot Q*total//100 + 1
+    score = 1.0 - (bins[pick] + 0.5) / BINS
+    return pair[start] // n, pair[start] % n, score
+
+
+class _DustGraph:
+    """What ``_Merger.dust`` reads (rkey, size, adj, score), for the segment graph: roots are the
+    segments' smallest key ranks, adjacency only for the segments that dust may visit."""
+
+    def __init__(self, root: np.ndarray, sizes: np.ndarray, a, b, max_bin, quantile: int, merge_size: int):
+        n = root.size
+        self.rkey = np.arange(n, dtype=np.int64)
+        size = np.zeros(n, np.int64)
+        np.add.at(size, root, sizes.astype(np.int64))
+        self.size = size
+        self.adj: dict[int, dict[int, int]] = {}
+        self.score: list[float] = []
+        if merge_size <= 0:
+            return
+        x, y, score = _segment_quantile_scores(root[a], root[b], max_bin, quantile, n)
+        self.score = score.tolist()
+        small = np.zeros(n, bool)
+        small[np.unique(root)] = True
+        small &= size < merge_size
+        adj: dict[int, dict[int, int]] = {int(r): {} for r in np.flatnonzero(small).tolist()}
+        for end, other in ((x, y), (y, x)):
+            rows = np.flatnonzero(small[end])
+            for e, s, t in zip(rows.tolist(), end[rows].tolist(), other[rows].tolist()):
+                adj[s][t] = e
+        self.adj = adj
+
+
+def agglomerate_waterz(
+    table: FragmentTable,
+    edges: EdgeHistograms,
+    thresholds: Sequence[float],
+    quantile: int,
+    dust_merge_size: int = 0,
+    dust_remove_size: int = 0,
+    segment_ids: str = "packed",
+) -> list[np.ndarray]:
+    """``agglomerate`` for ``aff{quantile}_his256`` with InitWithMax, run by waterz's C++ core.
+
+    Same contract as ``em_chunks.ops.agglomerate.agglomerate`` (ascending thresholds, one uint64
+    segment id per fragment aligned with ``table.ids`` per threshold, 0 = removed dust).
+    """
+    import waterz
+
+    from em_chunks.ops.agglomerate import _Merger  # the dust step, shared with the Python backend
+
+    if int(quantile) not in WATERZ_QUANTILES:
+        raise ValueError(f"waterz backend: quantile {quantile} is not one of {sorted(WATERZ_QUANTILES)}")
+    n = len(table)
+    ths = [float(t) for t in thresholds]
+    a, b, max_bin = canonical_edges(table, edges)
+    names = table.ids if segment_ids == "packed" else table.keys.astype(np.uint64) + np.uint64(1)
+    fragment = np.arange(n, dtype=np.int64)
+    roots_per_threshold: list[np.ndarray] = []
+    if a.size == 0 or not ths:
+        roots_per_threshold = [fragment.copy() for _ in ths]
+    else:
+        affs, labels = embed_graph(a, b, max_bin)
+        pos = np.full(n, -1, np.int64)
+        pos[b] = 3 * np.arange(a.size) + 1
+        pos[a] = 3 * np.arange(a.size)
+        has = pos >= 0
+        row = labels[0, 0]
+        with _quiet_stdout():
+            for _ in waterz.agglomerate(
+                affs, list(ths), fragments=labels, scoring_function=waterz_scoring_function(quantile),
+                discretize_queue=256,
+            ):
+                root = fragment.copy()
+                root[has] = row[pos[has]].astype(np.int64) - 1
+                roots_per_threshold.append(root)
+    out = []
+    for root in roots_per_threshold:
+        # name each segment by its smallest key rank (np.unique's first index: ranks are ascending)
+        uniq, first, inverse = np.unique(root, return_index=True, return_inverse=True)
+        root = first[inverse].astype(np.int64)
+        if dust_merge_size > 0 or dust_remove_size > 0:
+            graph = _DustGraph(root, table.sizes, a, b, max_bin, int(quantile), dust_merge_size)
+            fkey, fsize = _Merger.dust(graph, root, dust_merge_size, dust_remove_size)  # type: ignore[arg-type]
+        else:
+            fkey, fsize = fragment, None
+        seg = names[fkey[root]] if n else np.zeros(0, np.uint64)
+        if dust_remove_size > 0:
+            seg = np.where(fsize[root] < dust_remove_size, np.uint64(0), seg)
+        out.append(np.asarray(seg, np.uint64))
+    return out
