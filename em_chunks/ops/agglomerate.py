@@ -35,6 +35,8 @@ from em_chunks.ops.fragments import FragmentTable
 from em_chunks.ops.region_graph import EdgeHistograms
 
 SEGMENT_ID_MODES = ("packed", "first_voxel")
+BACKENDS = ("auto", "python", "waterz")
+WATERZ_AUTO_MIN_FRAGMENTS = 50_000  # below this the Python backend takes well under a second
 MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256", "aff50_mean")
 
 _SHORT = re.compile(r"^aff(\d{1,2})_his256$")
@@ -375,6 +377,7 @@ def agglomerate(
     dust_merge_size: int = 0,
     dust_remove_size: int = 0,
     segment_ids: str = "packed",
+    backend: str = "auto",
 ) -> list[np.ndarray]:
     """One segment id per fragment (aligned with ``table.ids``, uint64, 0 = removed) per threshold.
 
@@ -383,6 +386,10 @@ def agglomerate(
     ``segment_ids``: "packed" (default) = the canonical (chunk-packed) id of the segment's fragment with
     the smallest key; "first_voxel" = 1 + the global C-order index of the segment's first voxel, the
     same number for every chunk grid (also unique without coordination).
+    ``backend``: "python" (this module), "waterz" (waterz's C++ merging on the graph embedded in a
+    synthetic volume, ``agglomerate_waterz``; ``aff{Q}_his256`` with InitWithMax, Q in 10, 15, .., 95)
+    or "auto" (waterz when supported and the graph has more than ``WATERZ_AUTO_MIN_FRAGMENTS``
+    fragments). Both are chunk-invariant; they differ only in the order of equal scores after merges.
     """
     if segment_ids not in SEGMENT_ID_MODES:
         raise InputError(f"decode.segment_ids {segment_ids!r}: expected one of {', '.join(SEGMENT_ID_MODES)}")
@@ -392,6 +399,18 @@ def agglomerate(
     ths = [float(t) for t in thresholds]
     if ths != sorted(ths):
         raise InputError(f"thresholds {ths}: expected ascending values")
+    if backend not in BACKENDS:
+        raise InputError(f"decode.agglomeration {backend!r}: expected one of {', '.join(BACKENDS)}")
+    from em_chunks.ops import agglomerate_waterz as wz
+
+    fast = wz.supports(fn.kind, fn.quantile, bool(init_with_max))
+    if backend == "waterz" and not fast:
+        raise InputError(
+            f"decode.agglomeration 'waterz': merge function {merge_function!r} (init_with_max={init_with_max}) is "
+            "not supported; expected aff<Q>_his256 with Q in 10, 15, .., 95 and init_with_max=true (or use python)"
+        )
+    if backend == "waterz" or (backend == "auto" and fast and len(table) > WATERZ_AUTO_MIN_FRAGMENTS):
+        return wz.agglomerate_waterz(table, edges, ths, fn.quantile, dust_merge_size, dust_remove_size, segment_ids)
     merger = _Merger(table, edges, fn, bool(init_with_max), max(ths) if ths else 0.0)
     out = []
     for t in ths:
