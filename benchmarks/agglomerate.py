@@ -3,8 +3,9 @@
 Region graphs come from real decoding (stages A-C of ``decode_reference`` on one chunk) of noisy,
 blurred affinities derived from the fib_medulla_250 labels (with 1-voxel membranes), in cubes of
 increasing size; noise 0.2 gives roughly one fragment per 10-20 voxels, like predicted affinities.
-Prints fragments, edges, seconds per backend, their ratio, and the adapted Rand error between the
-two backends' segmentations (0 = same partition).
+Each backend runs in a forked child, so its peak memory above the parent's (MB) is measured too.
+Prints fragments, edges, seconds and extra peak MB per backend, the time ratio python / waterz, and
+the adapted Rand error between the two backends' segmentations (0 = same partition).
 
     python benchmarks/agglomerate.py --sizes 64,128,192 --noise 0.2 --thresholds 0.3,0.5
 """
@@ -12,6 +13,8 @@ two backends' segmentations (0 = same partition).
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import resource
 import sys
 import time
 
@@ -57,6 +60,28 @@ def _load_labels(size: int) -> np.ndarray:
     return labels[:size, :size, :size]
 
 
+def _child(conn, table, edges, ths, fn, backend) -> None:
+    import psutil
+
+    base = psutil.Process().memory_info().rss
+    t0 = time.perf_counter()
+    out = agglomerate(table, edges, ths, fn, backend=backend)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    conn.send((out, seconds, max(peak - base, 0) / 2**20))
+
+
+def _run(table, edges, ths, fn, backend):
+    """(segment ids per threshold, seconds, extra peak MB) of one backend in a forked child."""
+    ctx = mp.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, table, edges, ths, fn, backend))
+    proc.start()
+    result = recv.recv()
+    proc.join()
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="64,128,192", help="cube edge lengths (comma-separated)")
@@ -70,8 +95,8 @@ def main() -> None:
     ths = [float(t) for t in args.thresholds.split(",")]
     params = DecodeParams(thresholds=tuple(ths), merge_function=args.merge_function)
     print(f"merge function {args.merge_function}, thresholds {ths}, noise {args.noise}, blur {args.blur}")
-    print(f"{'size':>6} {'fragments':>10} {'edges':>10} {'graph s':>8} {'python s':>9} {'waterz s':>9} "
-          f"{'ratio':>6} {'ARE(py,wz)':>11}")
+    print(f"{'size':>6} {'fragments':>10} {'edges':>10} {'graph s':>8} {'python s':>9} {'python MB':>9} "
+          f"{'waterz s':>9} {'waterz MB':>9} {'ratio':>6} {'ARE(py,wz)':>11}")
     for size in [int(s) for s in args.sizes.split(",")]:
         affs = _affinities(_load_labels(size), args.noise, args.blur, seed=size)
         t0 = time.perf_counter()
@@ -80,22 +105,18 @@ def main() -> None:
         edges = region_graph_volume(affs, labels, table, grid, params)
         t_graph = time.perf_counter() - t0
         del affs
-        t0 = time.perf_counter()
-        wz = agglomerate(table, edges, ths, args.merge_function, backend="waterz")
-        t_wz = time.perf_counter() - t0
+        wz, t_wz, mb_wz = _run(table, edges, ths, args.merge_function, "waterz")
         if len(table) <= args.skip_python_above:
-            t0 = time.perf_counter()
-            py = agglomerate(table, edges, ths, args.merge_function, backend="python")
-            t_py = time.perf_counter() - t0
+            py, t_py, mb_py = _run(table, edges, ths, args.merge_function, "python")
             # fragment-weighted comparison through the voxels: segment of each labelled voxel
             canon = table.canonical_lookup()(labels)
             rows = table.index_of(canon[canon != 0])
             are = max(scores(contingency(w[rows], p[rows]))["adapted_rand_error"] for p, w in zip(py, wz))
-            py_text, ratio, are_text = f"{t_py:9.2f}", f"{t_py / t_wz:6.1f}", f"{are:11.5f}"
+            py_text, ratio, are_text = f"{t_py:9.2f} {mb_py:9.0f}", f"{t_py / t_wz:6.2f}", f"{are:11.5f}"
         else:
-            py_text, ratio, are_text = f"{'-':>9}", f"{'-':>6}", f"{'-':>11}"
-        print(f"{size:>6} {len(table):>10} {len(edges):>10} {t_graph:8.1f} {py_text} {t_wz:9.2f} {ratio} "
-              f"{are_text}", flush=True)
+            py_text, ratio, are_text = f"{'-':>9} {'-':>9}", f"{'-':>6}", f"{'-':>11}"
+        print(f"{size:>6} {len(table):>10} {len(edges):>10} {t_graph:8.1f} {py_text} {t_wz:9.2f} {mb_wz:9.0f} "
+              f"{ratio} {are_text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,16 @@ def test_unsupported_merge_functions_fall_back_or_fail_in_one_line(monkeypatch):
     auto = agglomerate(table, edges, THS, "aff50_mean", backend="auto")
     py = agglomerate(table, edges, THS, "aff50_mean", backend="python")
     assert all(np.array_equal(a, p) for a, p in zip(auto, py))
+
+
+def test_auto_uses_waterz_only_above_the_configured_size(monkeypatch):
+    _, affs = synthetic(shape=(10, 24, 24), noise=0.15, seed=8)
+    _, table, edges = _graph(affs)
+    keep = np.arange(len(edges)) % 3 == 0  # a graph where the two backends' greedy paths differ
+    sub = type(edges)(edges.u[keep], edges.v[keep], edges.max_bin[keep], edges.count[keep], edges.aff_sum[keep])
+    py = agglomerate(table, sub, THS, backend="python")
+    wz = agglomerate(table, sub, THS, backend="waterz")
+    assert not np.array_equal(py[-1], wz[-1])  # (see test_isolated_fragments_and_empty_graphs)
+    assert all(np.array_equal(a, p) for a, p in zip(agglomerate(table, sub, THS), py))  # default: python
+    monkeypatch.setattr(agg, "WATERZ_AUTO_MIN_FRAGMENTS", len(table) - 1)
+    assert all(np.array_equal(a, w) for a, w in zip(agglomerate(table, sub, THS), wz))

@@ -36,7 +36,11 @@ from em_chunks.ops.region_graph import EdgeHistograms
 
 SEGMENT_ID_MODES = ("packed", "first_voxel")
 BACKENDS = ("auto", "python", "waterz")
-WATERZ_AUTO_MIN_FRAGMENTS = 50_000  # below this the Python backend takes well under a second
+# "auto" picks waterz for graphs with more fragments than this; None = never. Measured
+# (benchmarks/agglomerate.py, fib_medulla_250 cubes, noise 0.2): waterz is 1.6x faster at 30-75k
+# fragments, no faster at 260k, and needs ~4x the memory (waterz keeps a dense 256-bin histogram,
+# 1 KB, per edge), so "auto" stays on the Python backend until a native sparse backend exists.
+WATERZ_AUTO_MIN_FRAGMENTS: int | None = None
 MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256", "aff50_mean")
 
 _SHORT = re.compile(r"^aff(\d{1,2})_his256$")
@@ -389,7 +393,8 @@ def agglomerate(
     ``backend``: "python" (this module), "waterz" (waterz's C++ merging on the graph embedded in a
     synthetic volume, ``agglomerate_waterz``; ``aff{Q}_his256`` with InitWithMax, Q in 10, 15, .., 95)
     or "auto" (waterz when supported and the graph has more than ``WATERZ_AUTO_MIN_FRAGMENTS``
-    fragments). Both are chunk-invariant; they differ only in the order of equal scores after merges.
+    fragments; currently never, see there). Both are chunk-invariant; they differ only in the order of
+    equal scores after merges.
     """
     if segment_ids not in SEGMENT_ID_MODES:
         raise InputError(f"decode.segment_ids {segment_ids!r}: expected one of {', '.join(SEGMENT_ID_MODES)}")
@@ -409,7 +414,8 @@ def agglomerate(
             f"decode.agglomeration 'waterz': merge function {merge_function!r} (init_with_max={init_with_max}) is "
             "not supported; expected aff<Q>_his256 with Q in 10, 15, .., 95 and init_with_max=true (or use python)"
         )
-    if backend == "waterz" or (backend == "auto" and fast and len(table) > WATERZ_AUTO_MIN_FRAGMENTS):
+    auto_min = WATERZ_AUTO_MIN_FRAGMENTS
+    if backend == "waterz" or (backend == "auto" and fast and auto_min is not None and len(table) > auto_min):
         return wz.agglomerate_waterz(table, edges, ths, fn.quantile, dust_merge_size, dust_remove_size, segment_ids)
     merger = _Merger(table, edges, fn, bool(init_with_max), max(ths) if ths else 0.0)
     out = []
