@@ -32,7 +32,7 @@ from _common import SHARED  # noqa: E402
 
 
 def _affinities(labels: np.ndarray, noise: float, blur: float, seed: int) -> np.ndarray:
-    """Membranes between bodies, ideal affinities, then blur and Gaussian noise (clipped to [0, 1])."""
+    """Membranes between bodies, ideal affinities, then blur and Gaussian noise, in [0, 1]."""
     bnd = np.zeros(labels.shape, bool)
     for c in range(3):
         hi, lo = [slice(None)] * 3, [slice(None)] * 3
@@ -47,7 +47,8 @@ def _affinities(labels: np.ndarray, noise: float, blur: float, seed: int) -> np.
     if blur:
         affs = ndimage.gaussian_filter(affs, (0, blur, blur, blur))
     rng = np.random.default_rng(seed)
-    return np.clip(affs + rng.normal(0, noise, affs.shape).astype(np.float32), 0, 1).astype(np.float32)
+    affs += rng.normal(0, noise, affs.shape).astype(np.float32)
+    return np.clip(affs, 0, 1).astype(np.float32)
 
 
 def _load_labels(size: int) -> np.ndarray:
@@ -94,9 +95,10 @@ def main() -> None:
     args = ap.parse_args()
     ths = [float(t) for t in args.thresholds.split(",")]
     params = DecodeParams(thresholds=tuple(ths), merge_function=args.merge_function)
-    print(f"merge function {args.merge_function}, thresholds {ths}, noise {args.noise}, blur {args.blur}")
-    print(f"{'size':>6} {'fragments':>10} {'edges':>10} {'graph s':>8} {'python s':>9} {'python MB':>9} "
-          f"{'waterz s':>9} {'waterz MB':>9} {'ratio':>6} {'ARE(py,wz)':>11}")
+    print(f"merge function {args.merge_function}, thresholds {ths}, noise {args.noise}, "
+          f"blur {args.blur}")
+    print(f"{'size':>6} {'fragments':>10} {'edges':>10} {'graph s':>8} {'python s':>9} "
+          f"{'python MB':>9} {'waterz s':>9} {'waterz MB':>9} {'ratio':>6} {'ARE(py,wz)':>11}")
     for size in [int(s) for s in args.sizes.split(",")]:
         affs = _affinities(_load_labels(size), args.noise, args.blur, seed=size)
         t0 = time.perf_counter()
@@ -111,12 +113,14 @@ def main() -> None:
             # fragment-weighted comparison through the voxels: segment of each labelled voxel
             canon = table.canonical_lookup()(labels)
             rows = table.index_of(canon[canon != 0])
-            are = max(scores(contingency(w[rows], p[rows]))["adapted_rand_error"] for p, w in zip(py, wz))
-            py_text, ratio, are_text = f"{t_py:9.2f} {mb_py:9.0f}", f"{t_py / t_wz:6.2f}", f"{are:11.5f}"
+            are = max(scores(contingency(w[rows], p[rows]))["adapted_rand_error"]
+                      for p, w in zip(py, wz))
+            py_text = f"{t_py:9.2f} {mb_py:9.0f}"
+            ratio, are_text = f"{t_py / t_wz:6.2f}", f"{are:11.5f}"
         else:
             py_text, ratio, are_text = f"{'-':>9} {'-':>9}", f"{'-':>6}", f"{'-':>11}"
-        print(f"{size:>6} {len(table):>10} {len(edges):>10} {t_graph:8.1f} {py_text} {t_wz:9.2f} {mb_wz:9.0f} "
-              f"{ratio} {are_text}", flush=True)
+        print(f"{size:>6} {len(table):>10} {len(edges):>10} {t_graph:8.1f} {py_text} "
+              f"{t_wz:9.2f} {mb_wz:9.0f} {ratio} {are_text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The waterz backend of the global agglomeration: waterz's C++ merging on the embedded region graph."""
+"""The waterz backend of the global agglomeration: waterz's C++ merging on the embedded graph."""
 
 import importlib
 
@@ -22,7 +22,8 @@ from test_ops_fragments import same_partition
 from test_ops_synth import fib_crop, synthetic
 
 THS = (0.3, 0.5, 0.7)
-agg = importlib.import_module("em_chunks.ops.agglomerate")  # the module (the package exports the function)
+# the module itself (the package exports a function of the same name)
+agg = importlib.import_module("em_chunks.ops.agglomerate")
 
 
 def _graph(affs, pieces=(1, 1, 1), params=DecodeParams()):
@@ -39,6 +40,11 @@ def _voxels(canon, table, seg_of_fragment):
     return out
 
 
+def _subgraph(edges, keep):
+    e = edges
+    return type(e)(e.u[keep], e.v[keep], e.max_bin[keep], e.count[keep], e.aff_sum[keep])
+
+
 def _are(a, b):
     return scores(contingency(a, b))["adapted_rand_error"]
 
@@ -49,8 +55,10 @@ def test_the_embedded_volume_holds_exactly_the_region_graph():
     a, b, max_bin = canonical_edges(table, edges)
     vol_affs, labels = embed_graph(a, b, max_bin)
     with _quiet_stdout():
-        (_, rg), = waterz.agglomerate(vol_affs, [0.0], fragments=labels.copy(), return_region_graph=True,
-                                      scoring_function=waterz_scoring_function(50), discretize_queue=256)
+        (_, rg), = waterz.agglomerate(
+            vol_affs, [0.0], fragments=labels.copy(), return_region_graph=True,
+            scoring_function=waterz_scoring_function(50), discretize_queue=256,
+        )
     got = sorted((int(e["u"]) - 1, int(e["v"]) - 1, float(e["score"])) for e in rg)
     want = [(x, y, float(np.float32(1 - (m + 0.5) / 256)))
             for x, y, m in zip(a.tolist(), b.tolist(), max_bin.tolist())]
@@ -61,7 +69,7 @@ def test_the_embedded_volume_holds_exactly_the_region_graph():
 @pytest.mark.parametrize("quantize", [False, True])
 def test_waterz_backend_matches_the_python_backend(quantize):
     _, affs = synthetic(shape=(24, 48, 48), noise=0.15, seed=5)
-    if quantize:  # uint8 affinities: many equal scores, where the two backends may order merges differently
+    if quantize:  # uint8 affinities: many equal scores, which the backends may order differently
         affs = (np.round(affs * 255) / 255).astype(np.float32)
     canon, table, edges = _graph(affs)
     py = agglomerate(table, edges, THS, backend="python")
@@ -97,7 +105,7 @@ def test_waterz_backend_equals_whole_volume_waterz_on_real_labels():
 
 def test_decoding_with_the_waterz_backend_is_identical_for_every_grid(monkeypatch):
     _, affs = synthetic(shape=(20, 40, 40), noise=0.15, seed=2)
-    monkeypatch.setattr(agg, "WATERZ_AUTO_MIN_FRAGMENTS", 0)  # auto -> waterz for these small graphs
+    monkeypatch.setattr(agg, "WATERZ_AUTO_MIN_FRAGMENTS", 0)  # auto -> waterz, small graphs too
     params = DecodeParams(thresholds=THS)
     one = decode_volume(affs, (1, 1, 1), params)
     many = decode_volume(affs, (2, 4, 4), params)
@@ -136,7 +144,7 @@ def test_isolated_fragments_and_empty_graphs():
     _, affs = synthetic(shape=(10, 24, 24), noise=0.15, seed=8)
     _, table, edges = _graph(affs)
     keep = np.arange(len(edges)) % 3 == 0  # drop edges: many fragments lose all their edges
-    sub = type(edges)(edges.u[keep], edges.v[keep], edges.max_bin[keep], edges.count[keep], edges.aff_sum[keep])
+    sub = _subgraph(edges, keep)
     lonely = ~np.isin(table.ids, np.concatenate([sub.u, sub.v]))
     assert lonely.sum() > 10
     py = agglomerate(table, sub, THS, backend="python")
@@ -147,7 +155,7 @@ def test_isolated_fragments_and_empty_graphs():
         # path on this sparse graph (22 of 696 fragments; both results have no edge left below 0.7)
         assert (p != w).mean() <= 0.05
     assert np.array_equal(py[0], wz[0])
-    empty = type(edges)(*(x[:0] for x in (edges.u, edges.v, edges.max_bin, edges.count, edges.aff_sum)))
+    empty = _subgraph(edges, np.zeros(len(edges), bool))
     for w in agglomerate(table, empty, THS, backend="waterz"):
         assert np.array_equal(w, table.ids)  # no edges: every fragment is its own segment
 
@@ -172,10 +180,11 @@ def test_auto_uses_waterz_only_above_the_configured_size(monkeypatch):
     _, affs = synthetic(shape=(10, 24, 24), noise=0.15, seed=8)
     _, table, edges = _graph(affs)
     keep = np.arange(len(edges)) % 3 == 0  # a graph where the two backends' greedy paths differ
-    sub = type(edges)(edges.u[keep], edges.v[keep], edges.max_bin[keep], edges.count[keep], edges.aff_sum[keep])
+    sub = _subgraph(edges, keep)
     py = agglomerate(table, sub, THS, backend="python")
     wz = agglomerate(table, sub, THS, backend="waterz")
     assert not np.array_equal(py[-1], wz[-1])  # (see test_isolated_fragments_and_empty_graphs)
-    assert all(np.array_equal(a, p) for a, p in zip(agglomerate(table, sub, THS), py))  # default: python
+    default = agglomerate(table, sub, THS)
+    assert all(np.array_equal(a, p) for a, p in zip(default, py))  # the default is python
     monkeypatch.setattr(agg, "WATERZ_AUTO_MIN_FRAGMENTS", len(table) - 1)
     assert all(np.array_equal(a, w) for a, w in zip(agglomerate(table, sub, THS), wz))

@@ -405,18 +405,24 @@ def agglomerate(
     if ths != sorted(ths):
         raise InputError(f"thresholds {ths}: expected ascending values")
     if backend not in BACKENDS:
-        raise InputError(f"decode.agglomeration {backend!r}: expected one of {', '.join(BACKENDS)}")
+        raise InputError(
+            f"decode.agglomeration {backend!r}: expected one of {', '.join(BACKENDS)}"
+        )
     from em_chunks.ops import agglomerate_waterz as wz
 
     fast = wz.supports(fn.kind, fn.quantile, bool(init_with_max))
     if backend == "waterz" and not fast:
         raise InputError(
-            f"decode.agglomeration 'waterz': merge function {merge_function!r} (init_with_max={init_with_max}) is "
-            "not supported; expected aff<Q>_his256 with Q in 10, 15, .., 95 and init_with_max=true (or use python)"
+            f"decode.agglomeration 'waterz': merge function {merge_function!r} "
+            f"(init_with_max={init_with_max}) is not supported; expected aff<Q>_his256 with Q in "
+            "10, 15, .., 95 and init_with_max=true (or use python)"
         )
     auto_min = WATERZ_AUTO_MIN_FRAGMENTS
-    if backend == "waterz" or (backend == "auto" and fast and auto_min is not None and len(table) > auto_min):
-        return wz.agglomerate_waterz(table, edges, ths, fn.quantile, dust_merge_size, dust_remove_size, segment_ids)
+    big = auto_min is not None and len(table) > auto_min
+    if backend == "waterz" or (backend == "auto" and fast and big):
+        return wz.agglomerate_waterz(
+            table, edges, ths, fn.quantile, dust_merge_size, dust_remove_size, segment_ids
+        )
     merger = _Merger(table, edges, fn, bool(init_with_max), max(ths) if ths else 0.0)
     out = []
     for t in ths:
