@@ -26,6 +26,7 @@ def decode_params(config: DecodeConfig) -> DecodeParams:
         dust_remove_size=config.dust_remove_size,
         channels=tuple(config.channels),
         segment_ids=config.segment_ids,
+        agglomeration=config.agglomeration,
     )
 
 

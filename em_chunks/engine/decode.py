@@ -220,7 +220,7 @@ def agglomerate_graph(graph: RegionGraph, params: DecodeParams, thresholds: Opti
     """One segment id per fragment for each threshold (one pass, ascending thresholds)."""
     return agglomerate(
         graph.table, graph.edges, tuple(thresholds or params.thresholds), params.merge_function,
-        params.init_with_max, params.dust_merge_size, params.dust_remove_size, segment_ids=params.segment_ids,
+        params.init_with_max, params.dust_merge_size, params.dust_remove_size, segment_ids=params.segment_ids, backend=params.agglomeration,
     )
 
 

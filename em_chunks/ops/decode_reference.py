@@ -82,7 +82,7 @@ def decode_volume(
     edges = region_graph_volume(affs, labels, table, grid, params)
     per_threshold = agglomerate(
         table, edges, params.thresholds, params.merge_function, params.init_with_max,
-        params.dust_merge_size, params.dust_remove_size, params.segment_ids,
+        params.dust_merge_size, params.dust_remove_size, params.segment_ids, backend=params.agglomeration,
     )
     out = []
     for seg_of_fragment in per_threshold:

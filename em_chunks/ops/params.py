@@ -20,6 +20,7 @@ class DecodeParams:
     dust_merge_size: segments smaller than this merge into their best-scoring neighbour (0 = off).
     dust_remove_size: segments smaller than this (after dust merging) become background 0 (0 = off).
     channels: the three short-range affinity channels (z, y, x) to read.
+    agglomeration: the client-side merging backend, "auto" | "python" | "waterz" (see agglomerate).
     segment_ids: "packed" (chunk index in the high bits) or "first_voxel" (1 + C-order index of the
     segment's first voxel: identical numbers for every chunk grid).
     """
@@ -33,6 +34,7 @@ class DecodeParams:
     dust_remove_size: int = 0
     channels: tuple[int, int, int] = field(default=(0, 1, 2))
     segment_ids: str = "packed"
+    agglomeration: str = "auto"
 
     def __post_init__(self) -> None:
         from em_chunks.ops.agglomerate import SEGMENT_ID_MODES, parse_merge_function
