@@ -1,7 +1,7 @@
 """Bounded memory: ``decode`` a volume several times larger than the worker memory limit.
 
     python benchmarks/memory.py                                  # 128x1024x1024, --chunks 4,4,8, 2 workers x 600 MiB
-    python benchmarks/memory.py --size 64,512,512 --chunks 2,2,2 --memory-limit 400MiB
+    python benchmarks/memory.py --size 64,1024,1024 --chunks 2,4,8     # half the volume, same chunk size
 
 The claim under test (docs/architecture.md, "Memory bounded by the chunk"): a decode task reads only its
 chunk's context box and returns a small summary, so a worker's memory is set by the chunk size, never by the
