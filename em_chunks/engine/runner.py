@@ -97,6 +97,17 @@ class StageRun:
     progress: bool
 
 
+LARGE_ARGUMENT = 1 << 20  # bytes: bigger task arguments travel as scattered data, not inside the graph
+
+
+def _scatter_large(client: Client, args: tuple) -> tuple:
+    """Scatter any argument over ``LARGE_ARGUMENT`` bytes (e.g. a whole-volume id lookup) so the scheduler
+    sees a small task and the data goes to the worker directly."""
+    from dask.sizeof import sizeof
+
+    return tuple(client.scatter(a, hash=False) if sizeof(getattr(a, "__dict__", a)) > LARGE_ARGUMENT else a for a in args)
+
+
 def submit_stage(
     client: Client,
     state: RunState,
@@ -121,7 +132,7 @@ def submit_stage(
     token = uuid.uuid4().hex[:8]
     futures = {}
     for chunk in todo:
-        args = args_for(chunk) if args_for is not None else ()
+        args = _scatter_large(client, args_for(chunk) if args_for is not None else ())
         deps = [d for d in (deps_for(chunk) if deps_for is not None else []) if d is not None]
         futures[chunk.id] = client.submit(
             _execute, func, str(state.root), stage, chunk, args, deps,
@@ -155,6 +166,7 @@ def collect(
     failures: list[FailedChunk] = []
     remaining = {r.stage: len(r.todo) for r in runs}
     failed_in = {r.stage: 0 for r in runs}
+    failed_ids: dict[str, set[int]] = {r.stage: set() for r in runs}
     try:
         for fut in as_completed(list(where)):
             run, chunk = where[fut]
@@ -163,15 +175,16 @@ def collect(
             else:
                 failures.append(FailedChunk(run.stage, chunk, _describe(fut.exception())))
                 failed_in[run.stage] += 1
+                failed_ids[run.stage].add(chunk.id)
             bar.advance(run.stage)
             remaining[run.stage] -= 1
             if remaining[run.stage] == 0:
-                _finish(run, failed_in[run.stage], bar, record)
+                _finish(run, failed_ids[run.stage], bar, record)
     finally:
         bar.close()
     for run in runs:
         if not run.todo:
-            _finish(run, 0, bar, record)
+            _finish(run, set(), bar, record)
         for fut in run.futures.values():
             fut.release()
         if load_summaries:
@@ -180,19 +193,19 @@ def collect(
     if failures and stop_on_failure:
         order = {r.stage: i for i, r in enumerate(runs)}
         failures.sort(key=lambda f: (order[f.stage], f.chunk.id))
-        first = failures[0].stage
+        counts = ", ".join(f"{failed_in[r.stage]} in {r.stage}" for r in runs if failed_in[r.stage])
         lines = "; ".join(f.line() for f in failures[:5])
         more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        raise ChunkFailure(f"{len(failures)} chunk(s) failed in stage {first}: {lines}{more}")
+        raise ChunkFailure(f"{len(failures)} chunk(s) failed ({counts}): {lines}{more}")
     return summaries
 
 
-def _finish(run: StageRun, failed: int, bar: _Progress, record: RunRecord | None) -> None:
+def _finish(run: StageRun, failed: set[int], bar: _Progress, record: RunRecord | None) -> None:
     seconds = time.perf_counter() - run.t0
-    bar.done(run.stage, failed, seconds)
+    bar.done(run.stage, len(failed), seconds)
     if record is not None:
-        voxels = sum(c.core.size for c in run.todo)
-        record.add_stage(StageTiming(run.stage, seconds, voxels, len(run.todo) - failed, len(run.skipped)))
+        voxels = sum(c.core.size for c in run.todo if c.id not in failed)  # only chunks that succeeded
+        record.add_stage(StageTiming(run.stage, seconds, voxels, len(run.todo) - len(failed), len(run.skipped)))
 
 
 def run_stage(
