@@ -34,6 +34,15 @@ def gpu_workers(client: Client) -> int:
     return sum(1 for w in workers.values() if (w.get("resources") or {}).get("GPU", 0) > 0)
 
 
+def cpu_workers_beside_gpus(client: Client) -> list[str]:
+    """Addresses of workers without a GPU resource, when GPU workers exist too (else empty): decoding
+    prefers them, so it runs beside inference instead of queueing behind it on the GPU workers."""
+    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else client.scheduler_info()
+    workers = info.get("workers", {})
+    gpu = [a for a, w in workers.items() if (w.get("resources") or {}).get("GPU", 0) > 0]
+    return [a for a in workers if a not in gpu] if gpu else []
+
+
 def _takes_n_workers(client: Client) -> bool:
     import inspect
 

@@ -148,6 +148,7 @@ class Upstream:
 
     runs: list[StageRun]
     futures: dict[int, Any]
+    prefer: Optional[list[str]] = None  # workers the decoding stages should prefer (CPU beside GPU)
 
 
 @dataclass
@@ -196,9 +197,11 @@ def build_region_graph(
         return [c] + grid.neighbours(c)
 
     frag_run = submit_stage(client, state, "fragments", chunks, stage_fragments, lambda c: (t, params, shape),
-                            deps_for=lambda c: [up.futures.get(n.id) for n in near(c)], progress=progress)
+                            deps_for=lambda c: [up.futures.get(n.id) for n in near(c)], prefer=up.prefer,
+                            progress=progress)
     link_run = submit_stage(client, state, "links", chunks, stage_links, lambda c: (t, params, shape),
-                            deps_for=lambda c: [frag_run.futures.get(n.id) for n in near(c)], progress=progress)
+                            deps_for=lambda c: [frag_run.futures.get(n.id) for n in near(c)], prefer=up.prefer,
+                            progress=progress)
     done = collect(up.runs + [frag_run, link_run], state, record=record)
     t0 = time.perf_counter()
     table = _table_from(done["fragments"], done["links"])

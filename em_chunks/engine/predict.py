@@ -156,6 +156,7 @@ def submit_inference(
     A chunk's blend waits only for the infer tasks whose partial sums reach its core, and the boxes are
     known up front (a function of the global window grid), so nothing waits for a whole stage.
     """
+    from em_chunks.engine.cluster import cpu_workers_beside_gpus
     from em_chunks.engine.decode import Upstream
 
     state = RunState(out)
@@ -171,10 +172,11 @@ def submit_inference(
         src = [(cid, boxes[cid].offset, boxes[cid].shape) for cid in sorted(readers.get(c.id, ()))]
         return (spec, work, src, affinities_path)
 
+    prefer = cpu_workers_beside_gpus(client) or None
     blend = submit_stage(client, state, "blend", chunks, stage_blend, sources_for,
                          deps_for=lambda c: [infer.futures.get(cid) for cid in sorted(readers.get(c.id, ()))],
-                         progress=progress)
-    return Upstream([infer, blend], blend.futures)
+                         prefer=prefer, progress=progress)
+    return Upstream([infer, blend], blend.futures, prefer)
 
 
 def run_inference(

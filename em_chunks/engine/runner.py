@@ -118,6 +118,7 @@ def submit_stage(
     *,
     deps_for: Callable[[Chunk], list] | None = None,
     resources: Mapping[str, float] | None = None,
+    prefer: Sequence[str] | None = None,
     retries: int = 2,
     progress: bool = True,
 ) -> StageRun:
@@ -125,6 +126,8 @@ def submit_stage(
 
     ``deps_for(chunk)``: futures (of earlier submitted stages) the chunk's task must wait for; Dask starts
     it as soon as they finish, so stages overlap (e.g. decoding starts while inference still runs).
+    ``prefer``: worker addresses to run on when they can (a loose restriction, e.g. the CPU workers of a
+    cluster that also has GPU workers busy with inference).
     """
     done = state.done(stage)
     todo = [c for c in chunks if c.id not in done]
@@ -138,6 +141,7 @@ def submit_stage(
             _execute, func, str(state.root), stage, chunk, args, deps,
             key=f"{stage}-{chunk.name}-{token}", retries=retries,
             resources=dict(resources) if resources else None, pure=False,
+            workers=list(prefer) if prefer else None, allow_other_workers=bool(prefer),
         )
     return StageRun(stage, todo, skipped, futures, time.perf_counter(), progress)
 
