@@ -21,7 +21,6 @@ import numpy as np
 import zarr
 from distributed import Client
 
-from em_chunks.engine.record import RunRecord
 from em_chunks.engine.runner import submit_stage
 from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
@@ -177,22 +176,3 @@ def submit_inference(
                          deps_for=lambda c: [infer.futures.get(cid) for cid in sorted(readers.get(c.id, ()))],
                          prefer=prefer, progress=progress)
     return Upstream([infer, blend], blend.futures, prefer)
-
-
-def run_inference(
-    client: Client,
-    raw: Source,
-    out: Path,
-    grid: ChunkGrid,
-    spec: InferenceSpec,
-    affinities_path: str,
-    *,
-    record: Optional[RunRecord] = None,
-    progress: bool = True,
-    resources: Optional[dict] = None,
-) -> None:
-    """Stages ``infer`` and ``blend``, waited for: the affinities of every chunk core."""
-    from em_chunks.engine.runner import collect
-
-    up = submit_inference(client, raw, out, grid, spec, affinities_path, progress=progress, resources=resources)
-    collect(up.runs, RunState(out), record=record)

@@ -12,7 +12,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from distributed import Client, as_completed
 
@@ -233,7 +233,3 @@ def run_stage(
     """
     run = submit_stage(client, state, stage, chunks, func, args_for, resources=resources, retries=retries, progress=progress)
     return collect([run], state, record=record, load_summaries=load_summaries, stop_on_failure=stop_on_failure)[stage]
-
-
-def total_voxels(chunks: Iterable[Chunk]) -> int:
-    return sum(c.core.size for c in chunks)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Mapping
@@ -104,21 +103,3 @@ class RunState:
     def load(self, stage: str, chunk_id: int) -> dict[str, np.ndarray]:
         with np.load(self.stage_dir(stage) / f"{chunk_id}.npz", allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-
-    def save_global(self, name: str, arrays: Mapping[str, Any]) -> None:
-        """A client-side result (e.g. the fragment table), saved so a resumed run can skip recomputing it."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.{uuid.uuid4().hex}.tmp.npz"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, self.dir / f"{name}.npz")
-
-    def load_global(self, name: str) -> dict[str, np.ndarray] | None:
-        p = self.dir / f"{name}.npz"
-        if not p.exists():
-            return None
-        with np.load(p, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-
-    def reset_stage(self, stage: str) -> None:
-        shutil.rmtree(self.stage_dir(stage), ignore_errors=True)

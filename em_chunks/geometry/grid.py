@@ -185,6 +185,3 @@ class ChunkGrid:
 
         idx = tuple(bisect.bisect_right(b, p) - 1 for b, p in zip(self.bounds, point))
         return self.chunk(idx)
-
-    def with_halo(self, halo: Sequence[int] | int) -> "ChunkGrid":
-        return ChunkGrid(self.shape, self.pieces, halo if not isinstance(halo, int) else (halo,) * len(self.shape))

@@ -260,9 +260,9 @@ def resolve_fragments(summaries: Sequence[FragmentSummary], links: Sequence[np.n
         if not bool(np.all(ids[pos] == pairs)):
             raise ValueError("resolve_fragments: a link names an id that no summary has")
         graph = sparse.coo_matrix((np.ones(len(pos), np.int8), (pos[:, 0], pos[:, 1])), shape=(n, n))
-        ncomp, comp = csgraph.connected_components(graph, directed=True, connection="weak")
+        _, comp = csgraph.connected_components(graph, directed=True, connection="weak")
     else:
-        ncomp, comp = n, np.arange(n)
+        comp = np.arange(n)
     if n == 0:
         z = np.zeros(0, np.int64)
         return FragmentTable(ids, ids.copy(), ids.copy(), z, z.copy())
