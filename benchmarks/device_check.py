@@ -1,25 +1,25 @@
-"""The GPU check's driver: runs each step in its own process, time-boxed, and writes device_check.json.
+"""The GPU check's driver: runs each step in its own process, time-boxed; writes device_check.json.
 
-Run it through ``benchmarks/device_check.sh`` (which installs the carried wheels and sets PYTHONPATH).
-Each step is a separate Python process (``device_check.py --step NAME``) in its own process group, so a
-step that hangs or crashes (a CUDA error, a dask worker that never starts) is killed with its children
-when its time is up, and the next step still runs. The JSON is rewritten after every step, so whatever
-ran is kept even if the whole command is stopped from outside.
+Run it through ``benchmarks/device_check.sh`` (it installs the carried wheels, sets PYTHONPATH).
+Each step is a separate Python process (``device_check.py --step NAME``) in its own process group,
+so a step that hangs or crashes (a CUDA error, a dask worker that never starts) is killed with its
+children when its time is up, and the next step still runs. The JSON is rewritten after every step,
+so whatever ran is kept even if the whole command is stopped from outside.
 
 Steps, in order (the budget is shared; a step gets at most its own limit and what is left):
 
-=================  ==========================================================================================
+=================  =============================================================================
 ``env``            torch/CUDA, the GPU, versions of the carried packages, ``nvidia-smi``
-``gpu_tests``      ``pytest -m gpu`` over the test files that have the marker (counts from JUnit XML)
-``data``           synthetic EM volume (``em_chunks.synthetic``, mirror-tiled) + labels as zarr, checkpoint
-                   of the SNEMI3D recipe's RSUNet (untrained weights)
-``kernel``         the inference kernel alone (no Dask): read -> infer -> blend -> write, and the model's
-                   forward-only ceiling at several batch sizes
-``predict_engine`` the engine's infer + blend stages on a cluster with a GPU worker (dask-cuda) and CPU workers
+``gpu_tests``      ``pytest -m gpu`` over the test files with the marker (counts from JUnit XML)
+``data``           synthetic EM volume (``em_chunks.synthetic``, mirror-tiled) + labels as zarr,
+                   a checkpoint of the SNEMI3D recipe's RSUNet (untrained weights)
+``kernel``         the inference kernel alone (no Dask): read -> infer -> blend -> write, and the
+                   model's forward-only ceiling at several batch sizes
+``predict_engine`` the engine's infer + blend stages on a GPU worker (dask-cuda) + CPU workers
 ``train``          training steps fed by the chunk-iterator loader (BatchStream), AMP, eager
-``predict_cli``    ``emchunks predict`` end to end (decoding too) on the cluster ``connect()`` starts
+``predict_cli``    ``emchunks predict`` end to end (decoding too) on the same kind of cluster
 ``train_compile``  as ``train`` with ``torch.compile``
-=================  ==========================================================================================
+=================  =============================================================================
 """
 
 from __future__ import annotations
@@ -53,9 +53,23 @@ PLAN = {
     "predict_cli": (120, True),
     "train_compile": (120, True),
 }
-DRY_LIMITS = {"env": 60, "gpu_tests": 90, "data": 60, "kernel": 60, "predict_engine": 120, "train": 90,
-              "predict_cli": 150, "train_compile": 90}
-NEEDS = {"kernel": "data", "predict_engine": "data", "train": "data", "predict_cli": "data", "train_compile": "data"}
+DRY_LIMITS = {
+    "env": 60,
+    "gpu_tests": 90,
+    "data": 60,
+    "kernel": 60,
+    "predict_engine": 120,
+    "train": 90,
+    "predict_cli": 150,
+    "train_compile": 90,
+}
+NEEDS = {
+    "kernel": "data",
+    "predict_engine": "data",
+    "train": "data",
+    "predict_cli": "data",
+    "train_compile": "data",
+}
 GRACE = 15  # seconds a step may overrun its own limit before it is killed (it aims to end before)
 
 
@@ -70,7 +84,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class GpuSampler:
-    """``nvidia-smi`` sampled every 200 ms while a step runs: utilisation (% of time a kernel ran) and memory."""
+    """``nvidia-smi`` every 200 ms while a step runs: GPU utilisation and memory"""
 
     def __init__(self, path: Path) -> None:
         self.path, self.proc = path, None
@@ -84,8 +98,16 @@ class GpuSampler:
         try:
             self.fh = open(self.path, "w")
             self.proc = subprocess.Popen(
-                [exe, "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "200"],
-                stdout=self.fh, stderr=subprocess.DEVNULL)
+                [
+                    exe,
+                    "--query-gpu=utilization.gpu,memory.used",
+                    "--format=csv,noheader,nounits",
+                    "-lms",
+                    "200",
+                ],
+                stdout=self.fh,
+                stderr=subprocess.DEVNULL,
+            )
         except OSError as err:
             self.error = f"nvidia-smi failed to start: {err}"
         return self
@@ -111,24 +133,41 @@ class GpuSampler:
         if not util:
             return {"available": False, "reason": "nvidia-smi printed no samples"}
         busy = [u for u in util if u > 0]
-        return {"available": True, "samples": len(util), "interval_s": 0.2,
-                "util_mean_pct": round(sum(util) / len(util), 1), "util_max_pct": max(util),
-                "util_mean_while_busy_pct": round(sum(busy) / len(busy), 1) if busy else 0.0,
-                "busy_sample_fraction": round(len(busy) / len(util), 3), "memory_used_max_mib": max(mem)}
+        return {
+            "available": True,
+            "samples": len(util),
+            "interval_s": 0.2,
+            "util_mean_pct": round(sum(util) / len(util), 1),
+            "util_max_pct": max(util),
+            "util_mean_while_busy_pct": round(sum(busy) / len(busy), 1) if busy else 0.0,
+            "busy_sample_fraction": round(len(busy) / len(util), 3),
+            "memory_used_max_mib": max(mem),
+        }
 
 
-def run_step(name: str, limit: float, settings_path: Path, work: Path, sample_gpu: bool,
-             grace: float = GRACE) -> dict:
+def run_step(
+    name: str, limit: float, settings_path: Path, work: Path, sample_gpu: bool, grace: float = GRACE
+) -> dict:
     """One step in a fresh process group; killed (group-wide) ``grace`` s after its limit."""
     result_path = work / f"{name}.result.json"
     log_path = work / f"{name}.log"
     result_path.unlink(missing_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--settings", str(settings_path),
-           "--result", str(result_path), "--limit", f"{limit:.1f}"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--step",
+        name,
+        "--settings",
+        str(settings_path),
+        "--result",
+        str(result_path),
+        "--limit",
+        f"{limit:.1f}",
+    ]
     t0 = time.perf_counter()
     status = "ok"
     sampler = GpuSampler(work / f"{name}.nvidia-smi.csv") if sample_gpu else None
-    with open(log_path, "w") as log, (sampler or _Null()):
+    with open(log_path, "w") as log, sampler or _Null():
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             rc = proc.wait(limit + grace)
@@ -137,7 +176,12 @@ def run_step(name: str, limit: float, settings_path: Path, work: Path, sample_gp
             _kill_group(proc)
             rc = proc.returncode
     seconds = time.perf_counter() - t0
-    entry: dict = {"status": status, "seconds": round(seconds, 2), "limit_seconds": round(limit, 1), "rc": rc}
+    entry: dict = {
+        "status": status,
+        "seconds": round(seconds, 2),
+        "limit_seconds": round(limit, 1),
+        "rc": rc,
+    }
     part = {}
     if result_path.exists():
         try:
@@ -151,7 +195,9 @@ def run_step(name: str, limit: float, settings_path: Path, work: Path, sample_gp
     entry["figures"] = part.get("figures", {})
     entry["error"] = part.get("error")
     if entry["status"] in ("failed", "timeout") and not entry["error"]:
-        entry["error"] = f"exited with {rc}" if status == "ok" else f"killed after {limit + grace:.0f} s"
+        entry["error"] = (
+            f"exited with {rc}" if status == "ok" else f"killed after {limit + grace:.0f} s"
+        )
     if entry["status"] != "ok":
         entry["log_tail"] = _tail(log_path, 3000)
     if sampler is not None:
@@ -190,6 +236,7 @@ def _tail(path: Path, n: int) -> str:
 
 def summary(steps: dict) -> dict:
     """The headline figures, pulled out of the steps (None where a step did not produce them)."""
+
     def fig(step: str, *keys):
         node = steps.get(step, {}).get("figures", {})
         for k in keys:
@@ -226,13 +273,23 @@ def drive(args: argparse.Namespace) -> int:
     names = list(PLAN) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in PLAN]
     if unknown:
-        print(f"error: --only {args.only}: unknown step(s) {', '.join(unknown)}; steps: {', '.join(PLAN)}",
-              file=sys.stderr)
+        print(
+            f"error: --only {args.only}: unknown step(s) {', '.join(unknown)}; "
+            f"steps: {', '.join(PLAN)}",
+            file=sys.stderr,
+        )
         return 2
     report = {
-        "schema": SCHEMA, "dry_run": bool(args.dry_run), "started": now(), "finished": None,
-        "budget_seconds": args.budget, "wheels": args.wheels, "host": device_steps.host_info(),
-        "settings": settings, "steps": {}, "summary": {},
+        "schema": SCHEMA,
+        "dry_run": bool(args.dry_run),
+        "started": now(),
+        "finished": None,
+        "budget_seconds": args.budget,
+        "wheels": args.wheels,
+        "host": device_steps.host_info(),
+        "settings": settings,
+        "steps": {},
+        "summary": {},
     }
     json_path = out / "device_check.json"
     write_json(json_path, report)
@@ -242,21 +299,36 @@ def drive(args: argparse.Namespace) -> int:
         base = DRY_LIMITS[name] if args.dry_run else PLAN[name][0]
         need = NEEDS.get(name)
         if need and need in report["steps"] and report["steps"][need]["status"] != "ok":
-            report["steps"][name] = {"status": "skipped", "seconds": 0.0, "figures": {},
-                                     "error": f"step {need} did not succeed"}
+            report["steps"][name] = {
+                "status": "skipped",
+                "seconds": 0.0,
+                "figures": {},
+                "error": f"step {need} did not succeed",
+            }
         elif need and need not in report["steps"] and not (work / "data.result.json").exists():
-            report["steps"][name] = {"status": "skipped", "seconds": 0.0, "figures": {},
-                                     "error": f"needs step {need} (run it first or with it)"}
+            report["steps"][name] = {
+                "status": "skipped",
+                "seconds": 0.0,
+                "figures": {},
+                "error": f"needs step {need} (run it first or with it)",
+            }
         elif left < 10:
-            report["steps"][name] = {"status": "skipped", "seconds": 0.0, "figures": {},
-                                     "error": f"budget spent ({args.budget} s)"}
+            report["steps"][name] = {
+                "status": "skipped",
+                "seconds": 0.0,
+                "figures": {},
+                "error": f"budget spent ({args.budget} s)",
+            }
         else:
             limit = min(base, left)
             print(f"[{now()}] {name}: up to {limit:.0f} s", flush=True)
             report["steps"][name] = run_step(name, limit, settings_path, work, PLAN[name][1])
             entry = report["steps"][name]
-            print(f"[{now()}] {name}: {entry['status']} in {entry['seconds']:.1f} s"
-                  + (f" -- {entry['error']}" if entry.get("error") else ""), flush=True)
+            print(
+                f"[{now()}] {name}: {entry['status']} in {entry['seconds']:.1f} s"
+                + (f" -- {entry['error']}" if entry.get("error") else ""),
+                flush=True,
+            )
         report["summary"] = summary(report["steps"])
         report["host"]["loadavg_end"] = list(os.getloadavg())
         write_json(json_path, report)
@@ -274,13 +346,24 @@ def drive(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", help="folder for device_check.json and device_check.log")
     ap.add_argument("--dry-run", action="store_true", help="small volume, CPU, short training")
-    ap.add_argument("--budget", type=float, default=None,
-                    help="seconds for all steps together (default 450 on the GPU, 420 dry)")
-    ap.add_argument("--only", help="comma-separated steps to run (data is needed by the predict/train steps)")
-    ap.add_argument("--work", help="work folder (volume, checkpoint, outputs); default: a temporary one, removed")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for all steps together (default 450 on the GPU, 420 dry)",
+    )
+    ap.add_argument(
+        "--only", help="comma-separated steps to run (data is needed by the predict/train steps)"
+    )
+    ap.add_argument(
+        "--work",
+        help="work folder (volume, checkpoint, outputs); default: a temporary one, removed",
+    )
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--wheels", default="not installed by device_check.sh", help=argparse.SUPPRESS)
     ap.add_argument("--step", help=argparse.SUPPRESS)

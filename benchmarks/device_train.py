@@ -1,12 +1,13 @@
-"""The GPU check's training steps: the recipe's model, fed by the chunk-iterator loader on CPU workers.
+"""The GPU check's training steps: the recipe's model fed by the chunk-iterator loader.
 
 The step loop is the trainer's (``em_chunks.learn.trainer``: ``to_device`` with pinned memory, bf16
-autocast, AdamW, gradient clipping, the recipe's losses, ``float(loss)`` each step), timed in three parts:
+autocast, AdamW, gradient clipping, the recipe's losses, ``float(loss)`` each step), timed in three
+parts:
 
 * warm-up: the first steps (cluster start-up, first chunk loads, cuDNN set-up, compilation);
 * fed: steps with batches from :class:`~em_chunks.learn.data.BatchStream`; the time spent waiting in
   ``next(stream)`` over the fed time is the GPU idle fraction (the loader not keeping up);
-* model only: the same step on one batch kept on the device, the rate the GPU allows without the loader.
+* model only: the same step on one batch kept on the device, the GPU's rate without the loader.
 """
 
 from __future__ import annotations
@@ -41,18 +42,30 @@ def _train(s: dict[str, Any], limit: float, res: Result, *, compile_model: bool)
     torch.manual_seed(cfg.seed)
     model = make_model(cfg).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay
+    )
     loss_fn = CombinedLoss(cfg.loss)
     spec = batch_spec(cfg)
     use_amp = cuda and cfg.amp
     backend = s["train"]["compile_backend"]
     step_model = torch.compile(model, backend=backend) if compile_model else model
     t = s["train"]
-    res.figures.update({"device": str(device), "amp": use_amp, "compiled": compile_model,
-                        "compile_backend": backend if compile_model else None, "batch_size": spec.batch_size,
-                        "patch": list(spec.out_shape), "augment": sorted(cfg.augment), "loader_workers": t["loader_workers"],
-                        "in_flight_window": cfg.data.window, "chunks": list(cfg.data.chunks),
-                        "chunk_iter": cfg.data.chunk_iter})
+    res.figures.update(
+        {
+            "device": str(device),
+            "amp": use_amp,
+            "compiled": compile_model,
+            "compile_backend": backend if compile_model else None,
+            "batch_size": spec.batch_size,
+            "patch": list(spec.out_shape),
+            "augment": sorted(cfg.augment),
+            "loader_workers": t["loader_workers"],
+            "in_flight_window": cfg.data.window,
+            "chunks": list(cfg.data.chunks),
+            "chunk_iter": cfg.data.chunk_iter,
+        }
+    )
 
     def step(batch, it: int) -> float:
         x, y, m = to_device(batch, device)
@@ -67,12 +80,28 @@ def _train(s: dict[str, Any], limit: float, res: Result, *, compile_model: bool)
         return float(loss.detach())
 
     workers = int(t["loader_workers"])
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      memory_limit=s["worker_memory"], silence_logs=40) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            memory_limit=s["worker_memory"],
+            silence_logs=40,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(workers, timeout=60)
         res["cluster_start_s"] = t_all.lap()
-        stream = BatchStream(client, resolve_volumes(cfg.data.volumes), spec, tuple(cfg.data.chunks),
-                             cfg.data.chunk_iter, seed=cfg.seed, window=cfg.data.window)
+        stream = BatchStream(
+            client,
+            resolve_volumes(cfg.data.volumes),
+            spec,
+            tuple(cfg.data.chunks),
+            cfg.data.chunk_iter,
+            seed=cfg.seed,
+            window=cfg.data.window,
+        )
         batches = iter(stream)
         batch = next(batches)
         res["first_batch_s"] = t_all.lap()
@@ -87,7 +116,9 @@ def _train(s: dict[str, Any], limit: float, res: Result, *, compile_model: bool)
         res["warmup_step_s"] = warm  # the first includes cuDNN set-up (and compilation)
         res.save()
         # fed by the loader, until max_steps or max_seconds (leaving time for the model-only part)
-        budget = min(float(t["max_seconds"]), max(2.0, limit - (time.perf_counter() - started) - 25))
+        budget = min(
+            float(t["max_seconds"]), max(2.0, limit - (time.perf_counter() - started) - 25)
+        )
         wait = 0.0
         n = 0
         t0 = time.perf_counter()
@@ -126,8 +157,12 @@ def _train(s: dict[str, Any], limit: float, res: Result, *, compile_model: bool)
         opt.step()
         float(loss.detach())
     dt = time.perf_counter() - t0
-    res["model_only"] = {"steps": k, "seconds": round(dt, 3), "steps_per_s": round(k / dt, 3),
-                         "samples_per_s": round(k * spec.batch_size / dt, 3)}
+    res["model_only"] = {
+        "steps": k,
+        "seconds": round(dt, 3),
+        "steps_per_s": round(k / dt, 3),
+        "samples_per_s": round(k * spec.batch_size / dt, 3),
+    }
     if cuda:
         res["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     finite = all(v == v and abs(v) != float("inf") for v in losses)
@@ -138,6 +173,11 @@ def _train(s: dict[str, Any], limit: float, res: Result, *, compile_model: bool)
         # realistic number of fragments (untrained weights give about one per ten voxels)
         from em_chunks.learn.checkpoint import save_checkpoint
 
-        save_checkpoint(s["trained_checkpoint"], model, train_config=cfg.model_dump(mode="json"),
-                        iteration=len(losses) + k, offsets=[list(o) for o in cfg.data.offsets])
+        save_checkpoint(
+            s["trained_checkpoint"],
+            model,
+            train_config=cfg.model_dump(mode="json"),
+            iteration=len(losses) + k,
+            offsets=[list(o) for o in cfg.data.offsets],
+        )
         res["trained_checkpoint_steps"] = len(losses) + k
