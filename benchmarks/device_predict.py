@@ -313,8 +313,11 @@ def start_cluster(s: dict[str, Any], res: Result):
 
 
 def _task_stream_summary(records: list[dict], wall: float) -> dict:
-    """Per stage: tasks, compute and transfer seconds (sums); per worker: busy share of the wall."""
-    stages: dict[str, dict[str, float]] = {}
+    """Per stage: tasks, compute and transfer seconds (sums), the first task's compute seconds (it
+    also loads the model and sets up cuDNN) and the median/max of the others; per worker: busy share
+    of the wall time."""
+    stages: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[tuple[float, float]]] = {}
     busy: dict[str, float] = {}
     for r in records:
         stage = str(r.get("key", "")).split("-", 1)[0]
@@ -324,18 +327,21 @@ def _task_stream_summary(records: list[dict], wall: float) -> dict:
             dt = ss["stop"] - ss["start"]
             if ss["action"] == "compute":
                 st["compute_s"] += dt
+                runs.setdefault(stage, []).append((ss["start"], dt))
                 busy[r.get("worker", "?")] = busy.get(r.get("worker", "?"), 0.0) + dt
             elif ss["action"] == "transfer":
                 st["transfer_s"] += dt
-    for st in stages.values():
+    for stage, st in stages.items():
         st["compute_s"] = round(st["compute_s"], 3)
         st["transfer_s"] = round(st["transfer_s"], 3)
-    return {
-        "stages": stages,
-        "worker_busy_fraction": {w: round(b / wall, 3) for w, b in sorted(busy.items())}
-        if wall > 0
-        else {},
-    }
+        times = [dt for _, dt in sorted(runs.get(stage, []))]
+        if times:
+            rest = sorted(times[1:]) or times
+            st["first_task_s"] = round(times[0], 3)
+            st["other_tasks_median_s"] = round(rest[len(rest) // 2], 3)
+            st["other_tasks_max_s"] = round(rest[-1], 3)
+    share = {w: round(b / wall, 3) for w, b in sorted(busy.items())} if wall > 0 else {}
+    return {"stages": stages, "worker_busy_fraction": share}
 
 
 def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:

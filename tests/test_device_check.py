@@ -91,10 +91,9 @@ def test_dry_run_inference_figures(dry_run):
     assert [st["stage"] for st in e["stages"]] == ["infer", "blend"]
     assert all(st["chunks_run"] == e["chunks"] == 4 for st in e["stages"])
     assert e["cluster"]["gpu_workers"] == 1 and "declared by hand" in e["cluster"]["kind"]
-    assert (
-        e["tasks"]["stages"]["infer"]["tasks"] == 4
-        and e["tasks"]["stages"]["infer"]["compute_s"] > 0
-    )
+    infer = e["tasks"]["stages"]["infer"]
+    assert infer["tasks"] == 4 and infer["compute_s"] >= infer["first_task_s"] > 0
+    assert infer["other_tasks_median_s"] <= infer["other_tasks_max_s"]
     assert 0 < e["mvoxel_per_s"] and e["partials_gib_on_disk"] > 0
     c = s["predict_cli"]["figures"]
     assert c["rc"] == 0 and c["run_status"] == "complete"
