@@ -397,7 +397,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
         res["partials_gib_on_disk"] = round(
             sum(f.stat().st_size for f in (out / "work" / "partials").glob("*.npy")) / 2**30, 3
         )
-    res.save()
+        res.save()  # before closing the cluster (which can take a while)
     kernel = Path(s["work"]) / "kernel_affinities.zarr"
     if kernel.exists():
         a = zarr.open_array(f"{out}/affinities/0", mode="r")
@@ -426,8 +426,6 @@ STAGE_LINE = re.compile(r"^(?P<stage>[\w-]+): done in (?P<s>[0-9.]+) s")
 def step_predict_cli(s: dict[str, Any], limit: float, res: Result) -> None:
     """``python -m em_chunks predict`` (model, decoding, stitching) against the check's cluster
     (``--scheduler``); per-stage seconds come from its stderr, so they survive a time-out."""
-    import json
-
     shape = tuple(s["volume"])
     voxels = int(np.prod(shape))
     out = Path(s["work"]) / "predict.zarr"
@@ -484,6 +482,14 @@ def step_predict_cli(s: dict[str, Any], limit: float, res: Result) -> None:
             )
             rc = None
         wall = time.perf_counter() - t0
+        _record_cli(res, out, voxels, stdout, stderr, rc, wall)
+        res.save()  # before closing the cluster, which may still be busy with a stopped run's tasks
+
+
+def _record_cli(res: Result, out: Path, voxels: int, stdout: str, stderr: str, rc, wall: float):
+    """Stage times from the CLI's output, the run record and metrics when it finished."""
+    import json
+
     print(stdout[-4000:], stderr[-6000:])
     stages = {}
     for line in stderr.splitlines():

@@ -208,6 +208,22 @@ def test_a_step_past_its_limit_is_killed_with_its_children(tmp_path):
     assert entry["gpu_sampled"]["available"] is (entry["gpu_sampled"].get("samples") is not None)
 
 
+def test_a_stopped_cli_run_keeps_the_stages_it_finished(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import device_predict
+        import device_steps
+    finally:
+        sys.path.remove(str(BENCH))
+    res = device_steps.Result(tmp_path / "r.json")
+    err = "dashboard: x\ninfer: 32 chunk(s) to run\ninfer: done in 12.5 s\nblend: done in 14.0 s\n"
+    device_predict._record_cli(res, tmp_path / "none.zarr", 100 * 10**6, "", err, None, 60.0)
+    assert res.status == "partial" and "blend" in res.error
+    assert res["stage_done_s"] == {"infer": 12.5, "blend": 14.0}
+    assert res["infer_blend_mvoxel_per_s"] == pytest.approx(100 / 14.0, rel=1e-3)
+    assert "mvoxel_per_s" not in res.figures and res["run_status"].startswith("no run.json")
+
+
 # ---- CUDA tests: run by the GPU check (pytest -m gpu), skipped without a CUDA device -------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
