@@ -63,6 +63,7 @@ class UpMessage(_Arrays):
     edges: ``e_u``/``e_v`` (region rids) and statistics. *Raw* edges hold one fragment pair, maybe
     partially: ``e_ident`` is their first contact, ``e_max_bin`` their largest bin. *Combined* edges
     (``e_combined``) sum several pairs: ``e_ident`` is their tie-order ident, ``e_max_bin`` -1.
+    ``e_complete``: the edge's statistics are whole (one end was closed below; counted there).
     Histogram rows ``h_edge``/``h_bin``/``h_count``: combined edges, and every edge when full
     histograms are kept.
     """
@@ -80,6 +81,7 @@ class UpMessage(_Arrays):
     e_ident: np.ndarray
     e_max_bin: np.ndarray
     e_combined: np.ndarray
+    e_complete: np.ndarray
     h_edge: np.ndarray
     h_bin: np.ndarray
     h_count: np.ndarray
@@ -162,7 +164,8 @@ def leaf_message(chunk_id: int, fragments, edges, m: Merging) -> UpMessage:
         t_rid=np.repeat(np.where(own, rid, 0).astype(_U64)[:, None], n_t, 1),
         e_u=np.asarray(edges.u, _U64), e_v=np.asarray(edges.v, _U64), e_count=edges.count.astype(_I64),
         e_aff_sum=edges.aff_sum.astype(_I64), e_ident=edges.first_contact.astype(_I64),
-        e_max_bin=edges.max_bin.astype(_I64), e_combined=np.zeros(ne, bool), h_edge=he, h_bin=hb, h_count=hc,
+        e_max_bin=edges.max_bin.astype(_I64), e_combined=np.zeros(ne, bool), e_complete=np.zeros(ne, bool),
+        h_edge=he, h_bin=hb, h_count=hc,
     )
 
 
@@ -191,8 +194,10 @@ def _parts(n: int, merges: tuple, level_cap: float, t_size: np.ndarray, t_key: n
     return comp, size, t_key[first, i], t_rid[first, i]
 
 
-def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Merging) -> tuple[UpMessage, BlockState]:
-    """Steps 1-3 of the module docstring for one block; returns (up message, state for naming)."""
+def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Merging
+                ) -> tuple[UpMessage, BlockState, dict[str, int]]:
+    """Steps 1-3 of the module docstring for one block; returns (up message, state for naming,
+    counts: ``edges`` = fragment pairs whose statistics became whole here)."""
     n_t = len(m.thresholds)
     # ---- 1. nodes: the children's regions united by id ----------------------------------------
     r_rid = concat(children, "rid", _U64)
@@ -258,16 +263,19 @@ def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Me
     keep = np.flatnonzero((ku >= 0) & (kv >= 0))
     src = res.edge_index[keep]
     msg_rid = rids[up_anchor]
+    complete = raw["complete"][src] | closed[g.u[src]] | closed[g.v[src]] | e.combined[keep]
     msg = UpMessage(
         rid=msg_rid,
         close_level=np.where(region_open[up_root], close_level[up_anchor], block.level).astype(_I64),
         close_block=np.where(region_open[up_root], close_block[up_anchor], block.id).astype(_I64),
         t_size=up_size, t_key=up_key, t_rid=up_rid,
         **_edges_out(e, keep, msg_rid[ku[keep]], msg_rid[kv[keep]], raw["max_bin"][src], raw["contact"][src], m),
+        e_complete=complete,
     )
     state = BlockState(t_size, t_key, t_rid, node_of_region, region_child, res.merge_a.astype(_I64),
                        res.merge_b.astype(_I64), res.merge_level.astype(_I64), up_anchor.astype(_I64))
-    return msg, state
+    newly = ~g.combined & ~raw["complete"] & (closed[g.u] | closed[g.v])
+    return msg, state, {"edges": int(newly.sum())}
 
 
 def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, closed: np.ndarray, m: Merging
@@ -281,6 +289,7 @@ def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, 
     count, aff = concat(children, "e_count", _I64), concat(children, "e_aff_sum", _I64)
     ident, max_bin = concat(children, "e_ident", _I64), concat(children, "e_max_bin", _I64)
     combined = concat(children, "e_combined", bool)
+    complete = concat(children, "e_complete", bool)
     e_off = np.cumsum([0] + [c.e_u.size for c in children[:-1]]).astype(_I64)
     h_edge = np.concatenate([c.h_edge.astype(_I64) + o for c, o in zip(children, e_off)]) if children else _z()
     h_bin, h_count = concat(children, "h_bin", _I64), concat(children, "h_count", _I64)
@@ -310,7 +319,9 @@ def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, 
         hc = np.bincount(inv, weights=rc, minlength=uniq.size).astype(_I64) if uniq.size else _z()
     g = MergeGraph(closed, g_u.astype(_I64), g_v.astype(_I64), red(np.add, count), red(np.add, aff),
                    np.where(g_comb, g_contact, tie_order(g_contact)), he.astype(_I64), hb.astype(_I64), hc, g_comb)
-    return g, {"max_bin": np.where(g_comb, -1, g_bin), "contact": np.where(g_comb, -1, g_contact)}
+    g_complete = np.maximum.reduceat(complete[order], starts) if ng else np.zeros(0, bool)
+    return g, {"max_bin": np.where(g_comb, -1, g_bin), "contact": np.where(g_comb, -1, g_contact),
+               "complete": g_complete | g_comb}
 
 
 def _edges_out(e: MergeGraph, keep: np.ndarray, u_id: np.ndarray, v_id: np.ndarray, raw_bin: np.ndarray,
@@ -371,7 +382,7 @@ def run_octree(tree: Octree, leaves: dict[int, UpMessage], m: Merging) -> dict[i
     for level in tree.levels:
         for b in tree.blocks(level):
             kids = [leaves[tree.grid.flat_id(b.lo)]] if level == 0 else [msgs[(level - 1, c.id)] for c in tree.children(b)]
-            msgs[(level, b.id)], states[(level, b.id)] = merge_block(kids, b, tree, m)
+            msgs[(level, b.id)], states[(level, b.id)], _ = merge_block(kids, b, tree, m)
     names: dict[tuple[int, int], Names | None] = {(tree.top, 0): None}
     out: dict[int, Names] = {}
     for level in reversed(tree.levels):
