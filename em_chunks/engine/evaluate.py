@@ -1,9 +1,9 @@
 """Exact evaluation on the cluster: per-chunk sparse contingency tables, reduced on the workers.
 
 Never an average of per-chunk scores: the tables' rows are summed per key on the workers
-(``engine/metrics_reduce.py``) into the whole volume's sufficient statistics, so the adapted Rand error
-and VOI equal the whole-volume computation (scikit-image's definitions) for any chunking, bit for bit.
-The client holds only boxes, statuses and the final scalars.
+(``engine/metrics_reduce.py``) into the whole volume's sufficient statistics, so the adapted Rand
+error and VOI equal the whole-volume computation (scikit-image's definitions) for any chunking, bit
+for bit. The client holds only boxes, statuses and the final scalars.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def chunk_contingency(chunk: Chunk, seg: Source, gt: Source) -> list[M.Contingen
     return [M.contingency(seg.read(chunk.core, 0), gt.read(chunk.core, 0))]
 
 
-def auto_pieces(shape: tuple[int, ...], target_voxels: int = 32 * 256 * 256) -> tuple[int, int, int]:
+def auto_pieces(
+    shape: tuple[int, ...], target_voxels: int = 32 * 256 * 256
+) -> tuple[int, int, int]:
     """A grid whose chunks hold at most about ``target_voxels`` (split the longest axis first)."""
     pieces = [1, 1, 1]
     while np.prod([s / p for s, p in zip(shape, pieces)]) > target_voxels:
@@ -48,13 +50,22 @@ def run_evaluate(
     record: Optional[RunRecord] = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Adapted Rand (error, precision, recall) and VOI (split, merge) of ``segmentation`` vs ``labels``.
+    """Adapted Rand (error, precision, recall), VOI (split, merge): ``segmentation`` vs ``labels``.
 
     With ``state``, chunks whose table was saved by an earlier run are not read again."""
     try:
-        (scores,) = contingency_scores(client, list(grid), chunk_contingency, lambda c: (segmentation, labels), 1,
-                                       key_prefix="contingency", state=state, stage="contingency",
-                                       record=record, progress=progress)
+        (scores,) = contingency_scores(
+            client,
+            list(grid),
+            chunk_contingency,
+            lambda c: (segmentation, labels),
+            1,
+            key_prefix="contingency",
+            state=state,
+            stage="contingency",
+            record=record,
+            progress=progress,
+        )
     except InputError as err:
         if "no labelled voxel" in str(err):
             raise InputError(f"{labels.path}: {err}") from None

@@ -1,16 +1,17 @@
-"""Exact, mergeable sums of float64 values: the correctly rounded total, whatever the order or grouping.
+"""Exact, mergeable sums of float64 values: the correctly rounded total, whatever the grouping.
 
 Why: a metric summed over hash parts and chunk blocks must not depend on how the rows were grouped,
 and ordinary float addition is not associative. Every finite float64 is an integer multiple of
-``2**-1074``; ``np.frexp`` writes it as ``m * 2**e`` with ``M = m * 2**53`` an integer (``|M| < 2**53``),
-so ``x = M * 2**(e + 1074) * 2**-1127``. An :class:`ExactSum` keeps the sum as one Python integer in units
-of ``2**-1127``: adding and merging are integer additions (exact, associative, commutative), and
-:meth:`ExactSum.value` rounds once, correctly (Python's int / int true division is correctly rounded), so
-it equals ``math.fsum`` of all the terms.
+``2**-1074``; ``np.frexp`` writes it as ``m * 2**e`` with ``M = m * 2**53`` an integer (``|M| <
+2**53``), so ``x = M * 2**(e + 1074) * 2**-1127``. An :class:`ExactSum` keeps the sum as one Python
+integer in units of ``2**-1127``: adding and merging are integer additions (exact, associative,
+commutative), and :meth:`ExactSum.value` rounds once, correctly (Python's int / int true division is
+correctly rounded), so it equals ``math.fsum`` of all the terms.
 
 Vectorised: per block of terms, the two 26/27-bit halves of ``M`` are summed per exponent with
-``np.bincount`` (float64 accumulation of integers, exact while every partial sum stays below ``2**53``,
-which the block size guarantees); only the few distinct exponents are combined in Python integers.
+``np.bincount`` (float64 accumulation of integers, exact while every partial sum stays below
+``2**53``, which the block size guarantees); only the few distinct exponents are combined in Python
+integers.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UNIT_EXPONENT = 1127  # a sum of ``units`` means units * 2**-1127 (1074 + 53: every M * 2**e is whole)
+# a sum of ``units`` means units * 2**-1127 (1074 + 53: every M * 2**e is a whole multiple)
+UNIT_EXPONENT = 1127
 _LIMB = 26  # M = hi * 2**26 + lo with |hi| <= 2**27, 0 <= lo < 2**26
-_BLOCK = 1 << 25  # terms per bincount: |sum of hi| <= 2**52 < 2**53, so float64 accumulation is exact
+# terms per bincount: |sum of hi| <= 2**52 < 2**53, so the float64 accumulation is exact
+_BLOCK = 1 << 25
 
 
 def _units(values: np.ndarray) -> int:
@@ -33,7 +36,7 @@ def _units(values: np.ndarray) -> int:
         raise ValueError("ExactSum: terms must be finite (got inf or nan)")
     total = 0
     for start in range(0, x.size, _BLOCK):
-        m, e = np.frexp(x[start:start + _BLOCK])
+        m, e = np.frexp(x[start : start + _BLOCK])
         mant = np.ldexp(m, 53).astype(np.int64)  # exact: |m| < 1, so |M| < 2**53
         shift = e.astype(np.int64) + 1074  # >= 1 for every non-zero float64 (e >= -1073)
         hi = np.bincount(shift, weights=mant >> _LIMB)  # arithmetic shift: floor, exact

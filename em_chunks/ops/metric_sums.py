@@ -1,18 +1,18 @@
 """The additive sufficient statistics of adapted Rand and VOI, and the scores they give.
 
-With n_ij the contingency table (ground-truth label 0 left out), a_i its ground-truth sums and b_j its
-segmentation sums, scikit-image's adapted Rand (``ops/metrics.py``) needs N, sum n_ij^2, sum a_i^2 and
-sum b_j^2, and its VOI (log2) needs
+With n_ij the contingency table (ground-truth label 0 left out), a_i its ground-truth sums and b_j
+its segmentation sums, scikit-image's adapted Rand (``ops/metrics.py``) needs N, sum n_ij^2, sum
+a_i^2 and sum b_j^2, and its VOI (log2) needs
 
     voi_split = H(seg | gt) = (sum a_i log2 a_i - sum n_ij log2 n_ij) / N
     voi_merge = H(gt | seg) = (sum b_j log2 b_j - sum n_ij log2 n_ij) / N
 
-Each of the six sums is a sum over the rows of one *complete* table (all counts of a key added up): the
-pair table, the ground-truth sizes, the segment sizes. So hash parts of the keys can be reduced
-independently and their :class:`MetricSums` added. The integer sums are Python ints (exact, unbounded:
-sum n_ij^2 exceeds int64 for a segment of 3 G voxels); the n log2 n sums are :class:`ExactSum` (exact,
-one rounding at the end). Every term depends only on its own count, so the scores are bit-identical for
-any chunk grid and any grouping of the rows.
+Each of the six sums is a sum over the rows of one *complete* table (all counts of a key added up):
+the pair table, the ground-truth sizes, the segment sizes. So hash parts of the keys can be reduced
+independently and their :class:`MetricSums` added. The integer sums are Python ints (exact,
+unbounded: sum n_ij^2 exceeds int64 for a segment of 3 G voxels); the n log2 n sums are
+:class:`ExactSum` (exact, one rounding at the end). Every term depends only on its own count, so the
+scores are bit-identical for any chunk grid and any grouping of the rows.
 """
 
 from __future__ import annotations
@@ -54,15 +54,15 @@ def sum_squares(counts: np.ndarray) -> int:
 def sum_xlog2x(counts: np.ndarray) -> ExactSum:
     """Exact sum of the float64 terms ``c * log2(c)`` of positive integer counts.
 
-    Each term is computed elementwise from its count alone (contiguous float64, one numpy code path),
-    so the same count always gives the same term, wherever and with whatever neighbours it is computed.
+    Each term is computed elementwise from its count alone (contiguous float64, one numpy code
+    path), so the same count always gives the same term, wherever and beside whatever it is.
     """
     c = np.ascontiguousarray(counts, dtype=np.float64).reshape(-1)
     return ExactSum.of(c * np.log2(c))
 
 
 def _ratio(num: int, den: int) -> float:
-    """Correctly rounded num / den; nan for 0 / 0 (scikit-image's numpy division gives nan there)."""
+    """Correctly rounded num / den; nan for 0 / 0 (scikit-image's numpy division gives nan)."""
     return num / den if den else float("nan")
 
 
@@ -80,9 +80,13 @@ class MetricSums:
 
     def __add__(self, other: "MetricSums") -> "MetricSums":
         return MetricSums(
-            self.n + other.n, self.sum_nij2 + other.sum_nij2, self.sum_a2 + other.sum_a2,
-            self.sum_b2 + other.sum_b2, self.sum_nij_log + other.sum_nij_log,
-            self.sum_a_log + other.sum_a_log, self.sum_b_log + other.sum_b_log,
+            self.n + other.n,
+            self.sum_nij2 + other.sum_nij2,
+            self.sum_a2 + other.sum_a2,
+            self.sum_b2 + other.sum_b2,
+            self.sum_nij_log + other.sum_nij_log,
+            self.sum_a_log + other.sum_a_log,
+            self.sum_b_log + other.sum_b_log,
         )
 
     @classmethod
@@ -93,7 +97,11 @@ class MetricSums:
     @classmethod
     def of_gt(cls, sizes: np.ndarray) -> "MetricSums":
         """The ground-truth part (and N), from the complete sizes of some ground-truth labels."""
-        return cls(n=int(np.asarray(sizes, np.int64).sum()), sum_a2=sum_squares(sizes), sum_a_log=sum_xlog2x(sizes))
+        return cls(
+            n=int(np.asarray(sizes, np.int64).sum()),
+            sum_a2=sum_squares(sizes),
+            sum_a_log=sum_xlog2x(sizes),
+        )
 
     @classmethod
     def of_seg(cls, sizes: np.ndarray) -> "MetricSums":
@@ -109,11 +117,13 @@ class MetricSums:
         return cls.of_pairs(table.count) + cls.of_gt(a) + cls.of_seg(b)
 
     def scores(self) -> dict[str, float]:
-        """adapted_rand_error / precision / recall and voi_split / voi_merge (``ops/metrics.scores``'s
+        """adapted_rand_error / precision / recall, voi_split / voi_merge (``ops/metrics.scores``'s
         keys and scikit-image's definitions), each rounded once from exact values."""
         n = self.n
         if n == 0:
-            raise InputError("labels have no labelled voxel (every ground-truth voxel is 0): nothing to evaluate")
+            raise InputError(
+                "labels have no labelled voxel (every ground-truth voxel is 0): nothing to evaluate"
+            )
         sum_p, sum_a, sum_b = self.sum_nij2 - n, self.sum_a2 - n, self.sum_b2 - n
         # error = 1 - P / (A/2 + B/2) = 1 - 2P / (A + B), computed exactly then rounded once
         are = float(1 - Fraction(2 * sum_p, sum_a + sum_b)) if sum_a + sum_b else float("nan")
