@@ -100,7 +100,10 @@ def test_metrics_equal_scikit_image(synthetic, cluster_client, tmp_path):
     written = json.loads((out / "metrics.json").read_text())
     assert written["adapted_rand_error"] == m["adapted_rand_error"]
     record = json.loads((out / "run.json").read_text())
-    assert record["status"] == "complete" and {s["stage"] for s in record["stages"]} == {"fragments", "links", "region-graph", "segmentation"}
+    stages = {s["stage"] for s in record["stages"]}
+    assert record["status"] == "complete"
+    assert {"fragments", "links", "join-up-L0", "join-down-L0", "region-graph", "merge-up-L1", "merge-down-L0",
+            "finalize", "segmentation"} <= stages  # 2,2,2: octree levels 0 and 1, all on the workers
     assert all(s["voxels_per_s"] > 0 for s in record["stages"])
 
 

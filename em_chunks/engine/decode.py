@@ -122,7 +122,7 @@ def stage_segmentation(chunk: Chunk, t: DecodeTargets, paths: S.Paths, trial: S.
     zarr.open_array(t.segmentation, mode="r+")[chunk.core.slices()] = seg
     # a segment is counted by the chunk holding its name-giving fragment's first piece (one chunk each)
     f = S.load(paths.file("final", chunk.id, trial=trial.name))
-    rid = f["final_rid"][0][np.isin(f["rid"], info.canonical)]
+    rid = f["final_rid"][0][np.isin(f["fragments"], info.canonical)]
     rid = np.unique(rid[rid != 0])
     return {"segments": np.int64(((rid >> np.uint64(40)) == np.uint64(chunk.id)).sum())}
 
@@ -136,7 +136,7 @@ def threshold_tables(chunk: Chunk, paths: S.Paths, trials: Sequence[S.Trial]) ->
     for trial in trials:
         f = S.load(paths.file("final", chunk.id, trial=trial.name))
         for i in range(f["final_rid"].shape[0]):
-            out.append(M.aggregate_contingency(frag, IdLookup(f["rid"], f["final_rid"][i])))
+            out.append(M.aggregate_contingency(frag, IdLookup(f["fragments"], f["final_rid"][i])))
     return out
 
 

@@ -158,7 +158,7 @@ def merge_down(chunk: Chunk, tree: Octree, level: int, paths: Paths, trial: Tria
     names = name_block(st, b, parent, trial.merging.thresholds)
     if level == 0:
         rid = load(paths.file("graph", b.id))["f_canonical"]
-        save(paths.file("names", b.id, trial=trial.name), {"rid": rid, **child_names(st, names, 0).arrays()})
+        save(paths.file("names", b.id, trial=trial.name), {"fragments": rid, **child_names(st, names, 0).arrays()})
     for i, c in enumerate(tree.children(b)):
         save(paths.file("names-down", c.id, c.level, trial.name), child_names(st, names, i).arrays())
     return {"nodes": np.int64(st.node_t_size.shape[0])}
@@ -169,7 +169,7 @@ def dust_up(chunk: Chunk, tree: Octree, level: int, paths: Paths, trial: Trial) 
     if level == 0:
         nm = load(paths.file("names", b.id, trial=trial.name))
         g = load(paths.file("graph", b.id))
-        kids = [dust_leaf(nm["rid"], Names.from_arrays(nm), edges_from(g), trial.dust_limit)]
+        kids = [dust_leaf(nm["fragments"], Names.from_arrays(nm), edges_from(g), trial.dust_limit)]
     else:
         kids = [DustMessage.from_arrays(load(paths.file("dust", c.id, c.level, trial.name))) for c in tree.children(b)]
     msg, st = dust_block(kids, b, tree, trial.dust_merge_size, trial.dust_remove_size, trial.dust_limit)
@@ -201,8 +201,9 @@ def finalize(chunk: Chunk, paths: Paths, trial: Trial) -> dict:
     else:
         dec = DustDecisions.empty()
     rid, key = apply_dust(names, dec, trial.dust_merge_size, trial.dust_remove_size)
-    save(paths.file("final", chunk.id, trial=trial.name), {"rid": nm["rid"], "final_rid": rid, "final_key": key})
-    return {"fragments": np.int64(nm["rid"].size)}
+    save(paths.file("final", chunk.id, trial=trial.name),
+         {"fragments": nm["fragments"], "final_rid": rid, "final_key": key})
+    return {"fragments": np.int64(nm["fragments"].size)}
 
 
 def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial, backend: str, segment_ids: str) -> dict:
@@ -241,7 +242,7 @@ def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial, backend: s
     for c in grid:
         sel = table.index_of(present[c.id]) if present[c.id].size else np.zeros(0, _I64)
         save(paths.file("final", c.id, trial=trial.name),
-             {"rid": present[c.id], "final_rid": seg[:, sel], "final_key": final_key[:, sel]})
+             {"fragments": present[c.id], "final_rid": seg[:, sel], "final_key": final_key[:, sel]})
     return {"fragments": np.int64(len(table)), "edges": np.int64(len(edges))}
 
 
@@ -252,4 +253,4 @@ def final_ids(paths: Paths, chunk_id: int, trial: Trial, segment_ids: str) -> tu
         ids = np.where(f["final_key"] < 0, 0, f["final_key"] + 1).astype(_U64)
     else:
         ids = np.asarray(f["final_rid"], _U64)
-    return f["rid"], ids
+    return f["fragments"], ids
