@@ -514,7 +514,7 @@ def _record_cli(res: Result, out: Path, voxels: int, stdout: str, stderr: str, r
             m = json.loads(metrics_json.read_text())
             res["decode"] = {
                 k: m.get(k)
-                for k in ("fragments", "region_graph_edges", "segments", "client_seconds")
+                for k in ("fragments", "region_graph_edges", "segments", "agglomeration")
             }
     else:
         res["run_status"] = "no run.json (stopped before the end)"
