@@ -36,6 +36,7 @@ is rescored (and queued) then.
 from __future__ import annotations
 
 import heapq
+import os
 import struct
 from dataclasses import dataclass
 
@@ -178,8 +179,10 @@ class _Merger:
         self.count = g.count.astype(np.int64).tolist()
         self.aff_sum = g.aff_sum.astype(np.int64).tolist()
         self.g = g
-        if s.kind != "mean":
-            self.hstart = np.searchsorted(g.hist_edge, np.arange(ne + 1))
+        if s.kind != "mean":  # plain lists: slicing them per merge is far cheaper than numpy
+            self.hstart = np.searchsorted(g.hist_edge, np.arange(ne + 1)).tolist()
+            self.hbin = g.hist_bin.tolist()
+            self.hcount = g.hist_count.tolist()
         self.hist: dict[int, dict[int, int]] = {}
         self.alive = bytearray(b"\x01") * ne
         ident = self.ident
@@ -205,8 +208,10 @@ class _Merger:
 
     # -- statistics of combined edges -------------------------------------------------------------
     def _histogram0(self, e: int) -> dict[int, int]:
-        lo, hi = int(self.hstart[e]), int(self.hstart[e + 1])
-        return dict(zip(self.g.hist_bin[lo:hi].tolist(), self.g.hist_count[lo:hi].tolist()))
+        lo, hi = self.hstart[e], self.hstart[e + 1]
+        if hi - lo == 1:
+            return {self.hbin[lo]: self.hcount[lo]}
+        return dict(zip(self.hbin[lo:hi], self.hcount[lo:hi]))
 
     def _combine(self, keep: int, gone: int) -> int:
         """Add edge ``gone``'s statistics to edge ``keep``; return ``keep``'s new score key."""
@@ -377,7 +382,15 @@ class _Merger:
 def merge_regions(g: MergeGraph, s: Scoring, max_threshold: float, frozen: np.ndarray | None = None) -> MergeResult:
     """Merge closed regions greedily while their edges score below ``max_threshold``; freeze the rest.
 
-    ``frozen``: regions frozen from the start (e.g. those touching an open one)."""
+    ``frozen``: regions frozen from the start. Runs the compiled loop (``ops/merging_compiled.py``,
+    identical results) when numba is installed, unless ``EMCHUNKS_MERGER=python``."""
+    if os.environ.get("EMCHUNKS_MERGER", "auto") != "python":
+        try:
+            from em_chunks.ops.merging_compiled import merge_regions_compiled
+        except ImportError:
+            pass
+        else:
+            return merge_regions_compiled(g, s, max_threshold, frozen)
     merger = _Merger(g, s, max_threshold, frozen)
     merger.run()
     return merger.result()
