@@ -10,6 +10,7 @@ import pytest
 import torch
 import zarr
 
+from _ngff import reader_nodes, validate_output
 from conftest import same_partition
 from em_chunks.api.predict import predict
 from em_chunks.api.workflow import Workflow
@@ -80,6 +81,12 @@ def test_cli_from_tile_json_to_metrics_and_resume(setup, tmp_path, capsys):
     root = zarr.open_group(str(out), mode="r")
     assert root["labels"].attrs["ome"]["labels"] == ["segmentation"]
     assert root.attrs["ome"]["multiscales"][0]["axes"][0]["name"] == "c"
+    # the printed path opens in one go: the affinities image and its segmentation label (napari's reader)
+    assert f"outputs: {out}" in capsys.readouterr().out
+    nodes = reader_nodes(out)
+    assert [k for k, _, _ in nodes] == [["Multiscales"], ["Labels"], ["Label", "Multiscales"]]
+    assert nodes[0][1] == [(3,) + labels.shape] and nodes[2][1] == [labels.shape]
+    validate_output(out)
     before = _affs(out)
     capsys.readouterr()
     assert main(args) == 0  # a rerun resumes: every stage skips every chunk
