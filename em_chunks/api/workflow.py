@@ -63,7 +63,7 @@ def resolve_workflow_path(path: str | Path | None) -> Optional[Path]:
     if path is None:
         return None
     p = Path(path)
-    if p.exists():
+    if p.is_file():  # a folder named like a built-in (e.g. ./demo, the demo's own output) is not a workflow
         return p
     for cand in (BUILTIN / f"{path}.yaml", Path("workflows") / f"{path}.yaml"):
         if cand.exists():
