@@ -185,6 +185,7 @@ def serve(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127
             names.append("segmentation")
         shape = zarr.open_array(f"{out}/{image}{layout.level_name(0)}", mode="r").shape[-3:]
         s.position = [shape[2] / 2, shape[1] / 2, shape[0] // 2 + 0.5]
+        s.cross_section_scale = max(shape[1], shape[2]) / 640  # voxels per screen pixel: a whole section
         s.layout = "xy"
     return ViewSession(viewer.get_viewer_url(), files.url, viewer, files, names)
 
