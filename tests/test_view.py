@@ -124,3 +124,38 @@ def test_view_refuses_what_is_not_an_output(tmp_path, capsys):
     assert main(["view", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not an emchunks output" in err[0]
+
+
+def test_affinities_show_as_rgb_and_older_outputs_open(tmp_path):
+    """A predict-like output (4D affinities at the root) and a layout-1 output, served in-process."""
+    from em_chunks.api.view import serve
+    from em_chunks.io import layout
+    from em_chunks.io.ome_zarr import create_label, create_root_image, open_root
+
+    out = tmp_path / "p.zarr"
+    root = open_root(out)
+    create_root_image(root, "affinities", (3, 4, 16, 16), np.float32, (3, 4, 16, 16), (20, 10, 10))[:] = 0.5
+    create_label(root, layout.SEGMENTATION, (4, 16, 16), np.uint64, (4, 16, 16), (20, 10, 10))[:] = 1
+    old = tmp_path / "old.zarr"
+    legacy = zarr.open_group(str(old), mode="w", zarr_format=3)
+    for name, group in (("affinities", legacy.require_group("affinities")),
+                        ("segmentation", legacy.require_group("labels").require_group("segmentation"))):
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [{"name": name, "axes": [], "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0, 30.0, 6.0, 6.0]}]}]}]}
+    legacy["affinities"].create_array("0", shape=(3, 4, 16, 16), dtype=np.float32, chunks=(3, 4, 16, 16))
+    legacy["labels/segmentation"].create_array("0", shape=(4, 16, 16), dtype=np.uint64, chunks=(4, 16, 16))
+    for path, scales, image_path in ((out, [20e-9, 10e-9, 10e-9], "/"), (old, [30e-9, 6e-9, 6e-9], "/affinities/")):
+        session = serve(path)
+        try:
+            state = json.loads(json.dumps(session.viewer.state.to_json()))
+            layers = {layer["name"]: layer for layer in state["layers"]}
+            assert list(layers) == ["affinities", "segmentation"]
+            aff = layers["affinities"]
+            source = aff["source"] if isinstance(aff["source"], dict) else aff["source"][0]
+            assert source["url"] == f"zarr3://{session.data_url}{image_path}"
+            assert list(source["transform"]["outputDimensions"]) == ["c^", "z", "y", "x"]  # channels -> RGB
+            assert "emitRGB" in aff["shader"]
+            assert [state["dimensions"][a][0] for a in "zyx"] == pytest.approx(scales)
+            assert json.loads(_get(source["url"][len("zarr3://"):] + "0/zarr.json"))["shape"] == [3, 4, 16, 16]
+        finally:
+            session.stop()
