@@ -86,7 +86,8 @@ def stage_links(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tup
 def stage_region_graph(chunk: Chunk, t: DecodeTargets, params: DecodeParams, shape: tuple[int, ...], lookup: IdLookup) -> dict:
     ctx = chunk.core.grow(1)  # the kernel reads only the predecessor side
     labels = _read_labels(t.fragments, ctx, shape)
-    edges = region_graph_chunk(_affs(t, ctx, params), labels, chunk.core, ctx, _kernel_params(params), lookup=lookup)
+    edges = region_graph_chunk(_affs(t, ctx, params), labels, chunk.core, ctx, _kernel_params(params), lookup=lookup,
+                               volume_shape=shape)
     out = {f.name: getattr(edges, f.name) for f in dataclasses.fields(edges) if getattr(edges, f.name) is not None}
     if t.labels is not None:
         gt = t.labels.read(chunk.core, 0)

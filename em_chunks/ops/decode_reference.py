@@ -66,7 +66,8 @@ def region_graph_volume(
     for ch in grid:
         lookup = table.canonical_lookup(stage_c_chunks(grid, ch))
         parts.append(region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
-                                         ch.context, params, full_histograms, lookup=lookup))
+                                         ch.context, params, full_histograms, lookup=lookup,
+                                         volume_shape=affs.shape[1:]))
     return merge_histograms(parts)
 
 
