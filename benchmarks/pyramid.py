@@ -1,15 +1,15 @@
 """Pyramid memory is bounded by the chunk: the same per-worker peak for a volume three times larger.
 
-    python benchmarks/pyramid.py                          # 32x1024x1024 and 96x1024x1024, 2 workers x 1 GiB
+    python benchmarks/pyramid.py            # 32x1024x1024 and 96x1024x1024, 2 workers x 1 GiB
     python benchmarks/pyramid.py --sizes 64,1024,1024 --budget 1048576
 
-For each size the benchmark writes an output as predict leaves it, float32 affinities (3, Z, Y, X) at
-the root and a uint64 segmentation under labels/. It writes them slab by slab, so this process never
-holds the volume. It then runs the pyramid stages (``write_pyramid``, ``pyramid: on``) for both on a
-LocalCluster of worker processes with a memory limit. It reports each worker's kernel high-water RSS
-(``VmHWM``, reset before the stages), the wall time per array, the levels made, and the sizes of the
-arrays next to the limit. The claim: the peak is set by ``--budget`` (input voxels per task), not by the
-volume.
+For each size the benchmark writes an output as predict leaves it, float32 affinities (3, Z, Y, X)
+at the root and a uint64 segmentation under labels/. It writes them slab by slab, so this process
+never holds the volume. It then runs the pyramid stages (``write_pyramid``, ``pyramid: on``) for
+both on a LocalCluster of worker processes with a memory limit. It reports each worker's kernel
+high-water RSS (``VmHWM``, reset before the stages), the wall time per array, the levels made, and
+the sizes of the arrays next to the limit. The claim: the peak is set by ``--budget`` (input voxels
+per task), not by the volume.
 """
 
 from __future__ import annotations
@@ -40,9 +40,13 @@ STORAGE = (32, 128, 128)
 
 def _slab(z0: int, z1: int, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Blocky cells (ids from the coordinates) and affinities that are low on their faces."""
-    z, y, x = np.meshgrid(np.arange(z0, z1), np.arange(shape[1]), np.arange(shape[2]), indexing="ij")
+    z, y, x = np.meshgrid(
+        np.arange(z0, z1), np.arange(shape[1]), np.arange(shape[2]), indexing="ij"
+    )
     seg = (1 + (z // 9) * 10**6 + (y // 37) * 10**3 + x // 41).astype(np.uint64)
-    affs = np.stack([(z % 9 != 0), (y % 37 != 0), (x % 41 != 0)]).astype(np.float32) * np.float32(0.9)
+    affs = np.stack([(z % 9 != 0), (y % 37 != 0), (x % 41 != 0)]).astype(np.float32) * np.float32(
+        0.9
+    )
     return affs, seg
 
 
@@ -67,9 +71,17 @@ def main() -> int:
     args = ap.parse_args()
     limit = parse_bytes(args.limit)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="emchunks-pyramid-") as tmp, \
-            LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=limit,
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="emchunks-pyramid-") as tmp,
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=limit,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         for text in args.sizes:
             shape = tuple(int(v) for v in text.split(","))
             out = Path(tmp) / f"{text.replace(',', 'x')}.zarr"
@@ -77,11 +89,18 @@ def main() -> int:
             idle = max(client.run(_vm_hwm).values())
             assert all(client.run(_reset_hwm).values()), "cannot reset VmHWM on this kernel"
             cfg = OutputConfig(pyramid="on", pyramid_tile=256)
-            row = {"shape": shape, "affinities": format_bytes(affs_bytes), "segmentation": format_bytes(seg_bytes),
-                   "limit": format_bytes(limit), "idle_rss": format_bytes(idle)}
+            row = {
+                "shape": shape,
+                "affinities": format_bytes(affs_bytes),
+                "segmentation": format_bytes(seg_bytes),
+                "limit": format_bytes(limit),
+                "idle_rss": format_bytes(idle),
+            }
             for name in ("image", layout.SEGMENTATION):
                 t0 = time.perf_counter()
-                factors = write_pyramid(client, out, name, config=cfg, budget_voxels=args.budget, progress=False)
+                factors = write_pyramid(
+                    client, out, name, config=cfg, budget_voxels=args.budget, progress=False
+                )
                 row[f"{name}_seconds"] = round(time.perf_counter() - t0, 1)
             row["levels"] = [list(f) for f in factors]
             row["peak_worker_rss"] = format_bytes(max(client.run(_vm_hwm).values()))

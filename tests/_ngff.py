@@ -14,14 +14,17 @@ pytest.importorskip("ome_zarr_models")
 
 
 def reader_nodes(path: Path) -> list:
-    """(spec names, level shapes, node path) of every node ome-zarr-py's Reader yields for ``path``."""
+    """(spec names, level shapes, node path) of every node ome-zarr-py's Reader yields for
+    ``path``."""
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
     location = parse_url(str(path))
     assert location is not None, f"ome-zarr-py cannot open {path}"
-    return [([type(s).__name__ for s in n.specs], [tuple(d.shape) for d in n.data], str(n.zarr))
-            for n in Reader(location)()]
+    return [
+        ([type(s).__name__ for s in n.specs], [tuple(d.shape) for d in n.data], str(n.zarr))
+        for n in Reader(location)()
+    ]
 
 
 def validate_output(path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Consecutive ids (1..N) computed chunk by chunk: the same partition as the input, no gaps, the same
-answer for every chunk grid (it equals scikit-image's relabel_sequential), and usable by scikit-image."""
+"""Consecutive ids (1..N) computed chunk by chunk: the same partition as the input, no gaps, the
+same answer for every chunk grid (it equals scikit-image's relabel_sequential), and usable by
+scikit-image."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def first_voxel_ids(labels):
 
 
 def packed_ids(labels, grid, seed=0):
-    """Each segment's id packed with the chunk of one of its voxels (a random one), as decode makes them."""
+    """Each segment's id packed with the chunk of one of its voxels (a random one), as decode makes
+    them."""
     rng = np.random.default_rng(seed)
     out = np.zeros(labels.shape, np.uint64)
     for k, lab in enumerate(np.unique(labels[labels != 0])):
@@ -59,8 +61,15 @@ def _run(client, tmp_path, name, src_array, pieces, owner):
     src = root.create_array("src", shape=shape, dtype=np.uint64, chunks=grid.align)
     src[:] = src_array
     root.create_array("dst", shape=shape, dtype=np.uint64, chunks=grid.align)
-    n = run_consecutive(client, RunState(tmp_path / name), grid, f"{tmp_path / name}/src", f"{tmp_path / name}/dst",
-                        owner, progress=False)
+    n = run_consecutive(
+        client,
+        RunState(tmp_path / name),
+        grid,
+        f"{tmp_path / name}/src",
+        f"{tmp_path / name}/dst",
+        owner,
+        progress=False,
+    )
     return n, np.asarray(zarr.open_array(f"{tmp_path / name}/dst", mode="r")[:])
 
 
@@ -77,7 +86,9 @@ def test_first_voxel_ids_give_one_answer_for_every_grid(cells, cluster_client, t
     n_cells = np.unique(cells[cells != 0]).size
     results = []
     for pieces in GRIDS:
-        n, dst = _run(cluster_client, tmp_path, "fv-" + "-".join(map(str, pieces)), src, pieces, "first_voxel")
+        n, dst = _run(
+            cluster_client, tmp_path, "fv-" + "-".join(map(str, pieces)), src, pieces, "first_voxel"
+        )
         assert n == n_cells
         _check(dst, src, n)
         results.append(dst)
@@ -101,20 +112,43 @@ def test_decoded_segmentation_becomes_usable_by_scikit_image(cluster_client, tmp
     zarr.save_array(str(tmp_path / "a.zarr"), affs, zarr_format=3)
     zarr.save_array(str(tmp_path / "gt.zarr"), labels.astype(np.uint32), zarr_format=3)
     segs = {}
-    for ids, pieces in [("packed", (2, 2, 2)), ("first_voxel", (1, 1, 1)), ("first_voxel", (2, 3, 2))]:
+    for ids, pieces in [
+        ("packed", (2, 2, 2)),
+        ("first_voxel", (1, 1, 1)),
+        ("first_voxel", (2, 3, 2)),
+    ]:
         out = tmp_path / f"{ids}-{''.join(map(str, pieces))}.zarr"
-        m = decode(tmp_path / "a.zarr", out, ",".join(map(str, pieces)), DecodeConfig(segment_ids=ids),
-                   tmp_path / "gt.zarr", client=cluster_client, progress=False)
+        m = decode(
+            tmp_path / "a.zarr",
+            out,
+            ",".join(map(str, pieces)),
+            DecodeConfig(segment_ids=ids),
+            tmp_path / "gt.zarr",
+            client=cluster_client,
+            progress=False,
+        )
         seg = zarr.open_array(layout.segmentation_array(out), mode="r")
         grid = ChunkGrid(labels.shape, pieces, align=tuple(seg.chunks))
-        dst = zarr.open_group(str(out)).require_group("work").create_array(
-            "consecutive", shape=seg.shape, dtype=np.uint64, chunks=seg.chunks)
-        n = run_consecutive(cluster_client, RunState(out), grid, layout.segmentation_array(out),
-                            f"{out}/{dst.path}", ids, progress=False)
+        dst = (
+            zarr.open_group(str(out))
+            .require_group("work")
+            .create_array("consecutive", shape=seg.shape, dtype=np.uint64, chunks=seg.chunks)
+        )
+        n = run_consecutive(
+            cluster_client,
+            RunState(out),
+            grid,
+            layout.segmentation_array(out),
+            f"{out}/{dst.path}",
+            ids,
+            progress=False,
+        )
         result = np.asarray(dst[:])
         _check(result, np.asarray(seg[:]), n)
         assert n == m["segments"]
-        err, _, _ = adapted_rand_error(labels.astype(np.int64), result.astype(np.int64))  # no giant allocation
+        err, _, _ = adapted_rand_error(
+            labels.astype(np.int64), result.astype(np.int64)
+        )  # no giant allocation
         assert abs(err - m["adapted_rand_error"]) < 1e-9
         segs[(ids, pieces)] = result
     assert np.array_equal(segs[("first_voxel", (1, 1, 1))], segs[("first_voxel", (2, 3, 2))])
@@ -122,12 +156,21 @@ def test_decoded_segmentation_becomes_usable_by_scikit_image(cluster_client, tmp
 
 def test_ids_that_break_the_owner_rule_fail_clearly(cells, cluster_client, tmp_path):
     src = first_voxel_ids(cells)
-    last = src == src.max()  # the segment seen last; give it the index of a voxel in the first chunk
-    first_chunk = ChunkGrid(cells.shape, (2, 2, 2), align=storage_aligned(cells.shape, (2, 2, 2))).chunk(0).core
+    last = (
+        src == src.max()
+    )  # the segment seen last; give it the index of a voxel in the first chunk
+    first_chunk = (
+        ChunkGrid(cells.shape, (2, 2, 2), align=storage_aligned(cells.shape, (2, 2, 2)))
+        .chunk(0)
+        .core
+    )
     assert not last[first_chunk.slices()].any()
     used = set(np.unique(src).tolist())
-    flat = next(int(f) for f in np.ravel_multi_index(np.nonzero(np.ones(first_chunk.shape, bool)), cells.shape)
-                if f + 1 not in used)  # chunk 0 starts at the origin: these are indices of its voxels
+    flat = next(
+        int(f)
+        for f in np.ravel_multi_index(np.nonzero(np.ones(first_chunk.shape, bool)), cells.shape)
+        if f + 1 not in used
+    )  # chunk 0 starts at the origin: these are indices of its voxels
     src[last] = np.uint64(flat + 1)
     with pytest.raises(ChunkFailure, match="not held by their owner chunk|not first_voxel"):
         _run(cluster_client, tmp_path, "bad.zarr", src, (2, 2, 2), "first_voxel")
@@ -137,7 +180,9 @@ def test_owner_rules():
     bounds = ([0, 4, 8], [0, 5, 10], [0, 3, 6])
     shape = (8, 10, 6)
     flat = np.ravel_multi_index(([5], [2], [4]), shape)
-    assert C.owners_of(np.array(flat + 1, np.uint64), "first_voxel", shape, bounds).tolist() == [1 * 4 + 0 * 2 + 1]
+    assert C.owners_of(np.array(flat + 1, np.uint64), "first_voxel", shape, bounds).tolist() == [
+        1 * 4 + 0 * 2 + 1
+    ]
     assert C.owners_of(pack_ids(6, np.array([1, 9])), "packed", shape, bounds).tolist() == [6, 6]
     with pytest.raises(ValueError, match="outside a grid"):
         C.owners_of(pack_ids(8, np.array([1])), "packed", shape, bounds)

@@ -71,10 +71,12 @@ def test_quickstart_notebook_runs_against_a_local_cluster(tmp_path, monkeypatch)
     assert "dashboard: http" in stdout
     # the output as napari's reader sees it: the affinities image, then its segmentation label
     if importlib.util.find_spec("ome_zarr") is not None:
-        layers = [line.split()[2] for line in stdout.splitlines() if line.startswith("napari layer:")]
+        found = [line.split() for line in stdout.splitlines() if line.startswith("napari layer:")]
+        layers = [words[2] for words in found]
         assert layers[0] == "affinities" and layers[-1] == "segmentation", layers
     if importlib.util.find_spec("neuroglancer") is not None:
-        assert "neuroglancer: http://127.0.0.1:" in stdout and "layers: raw, affinities, segmentation" in stdout
+        assert "neuroglancer: http://127.0.0.1:" in stdout
+        assert "layers: raw, affinities, segmentation" in stdout
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3
 
@@ -104,7 +106,8 @@ def test_the_stored_notebook_shows_its_results():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.execution_count is not None for c in code)
-    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # top to bottom, one run
+    # top to bottom, in one run
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for c in code for o in c.outputs) >= 3
     (summary_cell,) = [c for c in nb.cells if "summary" in c.metadata.get("tags", [])]

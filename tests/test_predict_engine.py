@@ -81,7 +81,7 @@ def test_cli_from_tile_json_to_metrics_and_resume(setup, tmp_path, capsys):
     root = zarr.open_group(str(out), mode="r")
     assert root["labels"].attrs["ome"]["labels"] == ["segmentation"]
     assert root.attrs["ome"]["multiscales"][0]["axes"][0]["name"] == "c"
-    # the printed path opens in one go: the affinities image and its segmentation label (napari's reader)
+    # the printed path opens in one go: affinities and their segmentation label (napari's reader)
     assert f"outputs: {out}" in capsys.readouterr().out
     nodes = reader_nodes(out)
     assert [k for k, _, _ in nodes] == [["Multiscales"], ["Labels"], ["Label", "Multiscales"]]

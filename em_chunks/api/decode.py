@@ -71,13 +71,15 @@ def decode(
     }
     out = Path(out)
     voxel = src.voxel_size()
-    with computing_run("decode", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
-        create_overview(out, shape, grid.align, voxel)  # the image the segmentation belongs to (NGFF)
+    with computing_run("decode", out, resolved, scheduler=scheduler, workers=workers,
+                       client=client) as run:
+        kw = dict(record=run.record, progress=progress)
+        create_overview(out, shape, grid.align, voxel)  # the image the segmentation belongs to
         run.metrics = run_decode(
             run.client, src, out, grid, params, labels=lab, record=run.record,
             voxel_size=voxel, progress=progress,
         )
-        write_overview(run.client, out, grid, src, params.channels, record=run.record, progress=progress)
-        write_pyramids(run.client, out, ["image", "segmentation"], output, budget_voxels=max(c.core.size for c in grid),
-                       record=run.record, progress=progress)
+        write_overview(run.client, out, grid, src, params.channels, **kw)
+        write_pyramids(run.client, out, ["image", "segmentation"], output,
+                       budget_voxels=max(c.core.size for c in grid), **kw)
     return run.metrics

@@ -145,11 +145,13 @@ def predict(
             z = shape[0] // 2
             section = Box((z, 0, 0), (1,) + shape[1:])
             seg_arr = zarr.open_array(layout.segmentation_array(out), mode="r")
-            write_preview(layout.preview_png(out), raw.read(section)[0], np.asarray(affs[:, z]), np.asarray(seg_arr[z]))
+            write_preview(layout.preview_png(out), raw.read(section)[0], np.asarray(affs[:, z]),
+                          np.asarray(seg_arr[z]))
             metrics["preview"] = str(layout.preview_png(out))
         shutil.rmtree(layout.partials_dir(out), ignore_errors=True)
         write_pyramids(run.client, out, ["image", "segmentation"], wf.output,
-                       budget_voxels=max(c.core.size for c in grid), record=run.record, progress=progress)
+                       budget_voxels=max(c.core.size for c in grid), record=run.record,
+                       progress=progress)
         run.metrics = metrics
     return {**run.metrics, "out": str(out)}
 

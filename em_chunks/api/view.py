@@ -1,14 +1,16 @@
-"""``view``: an emchunks output (and the raw image) in a neuroglancer viewer served from this machine.
+"""``view``: an emchunks output (and the raw image) in a neuroglancer viewer served from this
+machine.
 
 Two small HTTP servers, both bound to localhost unless told otherwise:
 
-* the neuroglancer viewer (its Python package's server): the page, its state, and the raw image, read
-  lazily box by box from any input :func:`em_chunks.open_volume` takes (tile JSON, TIFF, zarr);
+* the neuroglancer viewer (its Python package's server): the page, its state, and the raw image,
+  read lazily box by box from any input :func:`em_chunks.open_volume` takes (tile JSON, TIFF, zarr);
 * a static file server for the output folder (CORS, a random token in every path), from which the
-  browser reads the OME-Zarr image and segmentation itself (``zarr3://`` sources), pyramids included.
+  browser reads the OME-Zarr image and segmentation itself (``zarr3://`` sources), pyramids
+  included.
 
-The viewer shows the raw image in grey, the output's image (predict: affinities as RGB; decode: the mean
-affinity in grey) and the segmentation as a segmentation layer, all at the output's voxel size.
+The viewer shows the raw image in grey, the output's image (predict: affinities as RGB; decode: the
+mean affinity in grey) and the segmentation as a segmentation layer, all at the output's voxel size.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ import numpy as np
 from em_chunks.errors import InputError
 from em_chunks.io import layout
 
-INSTALL_HINT = "emchunks view needs the neuroglancer package: pip install 'emchunks[view]' (or pip install neuroglancer)"
+INSTALL_HINT = (
+    "emchunks view needs the neuroglancer package: pip install 'emchunks[view]' "
+    "(or pip install neuroglancer)"
+)
 RGB_SHADER = """#uicontrol invlerp normalized
 void main() {
-  emitRGB(vec3(toNormalized(getDataValue(0)), toNormalized(getDataValue(1)), toNormalized(getDataValue(2))));
+  emitRGB(vec3(toNormalized(getDataValue(0)), toNormalized(getDataValue(1)),
+  toNormalized(getDataValue(2))));
 }
 """
 
@@ -50,7 +56,8 @@ def _host(bind: str) -> str:
 
 
 class _Files(http.server.SimpleHTTPRequestHandler):
-    """Files under one folder, at ``/<token>/...`` only, with the CORS headers neuroglancer needs."""
+    """Files under one folder, at ``/<token>/...`` only, with the CORS headers neuroglancer
+    needs."""
 
     token = ""
 
@@ -58,7 +65,7 @@ class _Files(http.server.SimpleHTTPRequestHandler):
         prefix = f"/{self.token}/"
         if not path.startswith(prefix):
             return str(Path(self.directory) / f".no-such-file-{secrets.token_hex(8)}")
-        return super().translate_path("/" + path[len(prefix):])
+        return super().translate_path("/" + path[len(prefix) :])
 
     def end_headers(self) -> None:
         self.send_header("Access-Control-Allow-Origin", "*")
@@ -70,7 +77,9 @@ class _Files(http.server.SimpleHTTPRequestHandler):
         self.send_response(204)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the browser asks for many chunks
+    def log_message(
+        self, format: str, *args: Any
+    ) -> None:  # quiet: the browser asks for many chunks
         pass
 
 
@@ -80,10 +89,14 @@ class FileServer:
     def __init__(self, root: Path, bind: str = "127.0.0.1", port: int = 0) -> None:
         token = secrets.token_urlsafe(12)
         handler = type("Files", (_Files,), {"token": token})
-        self.httpd = http.server.ThreadingHTTPServer((bind, port), functools.partial(handler, directory=str(root)))
+        self.httpd = http.server.ThreadingHTTPServer(
+            (bind, port), functools.partial(handler, directory=str(root))
+        )
         self.httpd.daemon_threads = True
         self.url = f"http://{_host(bind)}:{self.httpd.server_address[1]}/{token}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="emchunks-files", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="emchunks-files", daemon=True
+        )
         self.thread.start()
 
     def stop(self) -> None:
@@ -92,7 +105,8 @@ class FileServer:
 
 
 class _LazyArray:
-    """What neuroglancer's LocalVolume reads: numpy out of a lazy dask array, one requested box at a time."""
+    """What neuroglancer's LocalVolume reads: numpy out of a lazy dask array, one requested box at a
+    time."""
 
     def __init__(self, array: Any) -> None:
         self._array = array
@@ -119,13 +133,17 @@ class ViewSession:
 
 
 def _output_parts(out: Path) -> tuple[str, Optional[str], Sequence[float]]:
-    """(image path, segmentation path or None, voxel size) inside an emchunks output of any layout."""
+    """(image path, segmentation path or None, voxel size) inside an emchunks output of any
+    layout."""
     import zarr
 
     from em_chunks.io.ome_zarr import voxel_size_from_group
 
     if not (out / "zarr.json").is_file():
-        raise InputError(f"{out}: not an emchunks output (no zarr.json); expected the folder a decode or predict wrote")
+        raise InputError(
+            f"{out}: not an emchunks output (no zarr.json); "
+            "expected the folder a decode or predict wrote"
+        )
     root = zarr.open_group(str(out), mode="r")
     if dict(root.attrs).get("ome", {}).get("multiscales"):
         image = ""
@@ -134,15 +152,24 @@ def _output_parts(out: Path) -> tuple[str, Optional[str], Sequence[float]]:
         image = "affinities/"
         voxel = voxel_size_from_group(root["affinities"])
     else:
-        raise InputError(f"{out}: no NGFF image at its root; expected an emchunks decode or predict output")
+        raise InputError(
+            f"{out}: no NGFF image at its root; expected an emchunks decode or predict output"
+        )
     seg = layout.label_group(out)
     seg_rel = str(seg.relative_to(out)) + "/" if (seg / "zarr.json").is_file() else None
     return image, seg_rel, voxel or (1.0, 1.0, 1.0)
 
 
-def serve(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127.0.0.1", port: int = 0,
-          data_port: int = 0) -> ViewSession:
-    """Start the servers and set up the viewer's layers; returns the running :class:`ViewSession`."""
+def serve(
+    out: str | Path,
+    raw: Optional[str | Path] = None,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+    data_port: int = 0,
+) -> ViewSession:
+    """Start the servers and set up the viewer's layers; returns the running
+    :class:`ViewSession`."""
     ng = _neuroglancer()
     out = Path(out).resolve()
     image, seg, voxel = _output_parts(out)
@@ -152,7 +179,9 @@ def serve(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127
 
         raw_array = open_volume(raw)
         if raw_array.ndim != 3:
-            raise InputError(f"--raw {raw}: expected a (Z, Y, X) image, got shape {tuple(raw_array.shape)}")
+            raise InputError(
+                f"--raw {raw}: expected a (Z, Y, X) image, got shape {tuple(raw_array.shape)}"
+            )
         raw_voxel = voxel_size_of(raw) or voxel
     import zarr
 
@@ -161,23 +190,35 @@ def serve(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127
     ng.set_server_bind_address(bind, port)
     viewer = ng.Viewer()
     names: list[str] = []
-    space = ng.CoordinateSpace(names=["x", "y", "z"], units="nm", scales=[voxel[2], voxel[1], voxel[0]])
+    space = ng.CoordinateSpace(
+        names=["x", "y", "z"], units="nm", scales=[voxel[2], voxel[1], voxel[0]]
+    )
     with viewer.txn() as s:
         s.dimensions = space
         if raw_array is not None:
             dims = ng.CoordinateSpace(names=["z", "y", "x"], units="nm", scales=list(raw_voxel))
-            s.layers["raw"] = ng.ImageLayer(source=ng.LocalVolume(_LazyArray(raw_array), dimensions=dims, volume_type="image"))
+            s.layers["raw"] = ng.ImageLayer(
+                source=ng.LocalVolume(_LazyArray(raw_array), dimensions=dims, volume_type="image")
+            )
             names.append("raw")
-        if ndim == 4:  # affinities: the channel axis becomes neuroglancer's channel dimension, shown as RGB
-            transform = ng.CoordinateSpaceTransform(output_dimensions=ng.CoordinateSpace(
-                names=["c^", "z", "y", "x"], units=["", "nm", "nm", "nm"], scales=[1.0, *voxel]))
+        if (
+            ndim == 4
+        ):  # affinities: the channel axis becomes neuroglancer's channel dimension, shown as RGB
+            transform = ng.CoordinateSpaceTransform(
+                output_dimensions=ng.CoordinateSpace(
+                    names=["c^", "z", "y", "x"], units=["", "nm", "nm", "nm"], scales=[1.0, *voxel]
+                )
+            )
             s.layers["affinities"] = ng.ImageLayer(
                 source=ng.LayerDataSource(url=f"zarr3://{files.url}/{image}", transform=transform),
-                shader=RGB_SHADER, opacity=0.5 if raw_array is not None else 1.0)
+                shader=RGB_SHADER,
+                opacity=0.5 if raw_array is not None else 1.0,
+            )
             names.append("affinities")
         else:
-            s.layers["mean affinity"] = ng.ImageLayer(source=f"zarr3://{files.url}/{image}",
-                                                      opacity=0.5 if raw_array is not None else 1.0)
+            s.layers["mean affinity"] = ng.ImageLayer(
+                source=f"zarr3://{files.url}/{image}", opacity=0.5 if raw_array is not None else 1.0
+            )
             names.append("mean affinity")
         if seg is not None:
             s.layers["segmentation"] = ng.SegmentationLayer(source=f"zarr3://{files.url}/{seg}")
@@ -185,18 +226,32 @@ def serve(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127
             names.append("segmentation")
         shape = zarr.open_array(f"{out}/{image}{layout.level_name(0)}", mode="r").shape[-3:]
         s.position = [shape[2] / 2, shape[1] / 2, shape[0] // 2 + 0.5]
-        s.cross_section_scale = max(shape[1], shape[2]) / 640  # voxels per screen pixel: a whole section
+        s.cross_section_scale = (
+            max(shape[1], shape[2]) / 640
+        )  # voxels per screen pixel: a whole section
         s.layout = "xy"
     return ViewSession(viewer.get_viewer_url(), files.url, viewer, files, names)
 
 
-def view(out: str | Path, raw: Optional[str | Path] = None, *, bind: str = "127.0.0.1", port: int = 0,
-         data_port: int = 0, wait: bool = True) -> ViewSession:
-    """Serve ``out`` (and ``raw``), print the viewer URL, and (``wait``) keep serving until Ctrl-C."""
+def view(
+    out: str | Path,
+    raw: Optional[str | Path] = None,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+    data_port: int = 0,
+    wait: bool = True,
+) -> ViewSession:
+    """Serve ``out`` (and ``raw``), print the viewer URL, and (``wait``) keep serving until
+    Ctrl-C."""
     session = serve(out, raw, bind=bind, port=port, data_port=data_port)
     print(f"neuroglancer: {session.url}", flush=True)
-    print(f"layers: {', '.join(session.layers)}; files served from {session.data_url} (Ctrl-C to stop)",
-          file=sys.stderr, flush=True)
+    print(
+        f"layers: {', '.join(session.layers)}; files served from {session.data_url} "
+        "(Ctrl-C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
     if not wait:
         return session
     try:

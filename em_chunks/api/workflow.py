@@ -19,7 +19,7 @@ FORMAT_VERSION = 1
 
 
 class Workflow(FrozenModel):
-    """A whole recipe: training, prediction, decoding and output settings (each section optional)."""
+    """A whole recipe: training, prediction, decoding, output settings (each section optional)."""
 
     format_version: int = FORMAT_VERSION
     name: str = "workflow"
@@ -63,7 +63,7 @@ def resolve_workflow_path(path: str | Path | None) -> Optional[Path]:
     if path is None:
         return None
     p = Path(path)
-    if p.is_file():  # a folder named like a built-in (e.g. ./demo, the demo's own output) is not a workflow
+    if p.is_file():  # not a folder named like a built-in (e.g. ./demo, the demo's own output)
         return p
     for cand in (BUILTIN / f"{path}.yaml", Path("workflows") / f"{path}.yaml"):
         if cand.exists():

@@ -35,7 +35,8 @@ def decode_command(
     if threshold:
         extra.append(f"decode.thresholds=[{', '.join(str(t) for t in threshold)}]")
     wf = load_workflow(config, extra)
-    metrics = decode(affinities, out, chunks, wf.decode, labels, output=wf.output, scheduler=scheduler, workers=workers)
+    metrics = decode(affinities, out, chunks, wf.decode, labels, output=wf.output,
+                     scheduler=scheduler, workers=workers)
     print_metrics(metrics, title=f"decode -> {out}")
     print_outputs(out)
 

@@ -1,7 +1,9 @@
-"""The image a decode output shows its segmentation on: the mean of the affinities it decoded, uint8.
+"""The image a decode output shows its segmentation on: the mean of the affinities it decoded,
+uint8.
 
-A decode output has no affinities of its own (they stay where the user keeps them), but an NGFF label
-needs an image to belong to; this one is 1 byte per voxel, written chunk by chunk (stage ``image``).
+A decode output has no affinities of its own (they stay where the user keeps them), but an NGFF
+label needs an image to belong to; this one is 1 byte per voxel, written chunk by chunk (stage
+``image``).
 """
 
 from __future__ import annotations
@@ -25,10 +27,17 @@ from em_chunks.ops.affinity import mean_affinity_u8
 NAME = "mean_affinity"
 
 
-def create_overview(out: Path, shape: Sequence[int], storage_chunks: Sequence[int],
-                    voxel_size: Optional[Sequence[float]]) -> zarr.Array:
-    """Create the root image up front, so the segmentation created after it names it as its image."""
-    return create_root_image(open_root(out), NAME, tuple(shape), np.uint8, tuple(storage_chunks), voxel_size)
+def create_overview(
+    out: Path,
+    shape: Sequence[int],
+    storage_chunks: Sequence[int],
+    voxel_size: Optional[Sequence[float]],
+) -> zarr.Array:
+    """Create the root image up front, so the segmentation created after it names it as its
+    image."""
+    return create_root_image(
+        open_root(out), NAME, tuple(shape), np.uint8, tuple(storage_chunks), voxel_size
+    )
 
 
 def stage_image(chunk: Chunk, affinities: Source, channels: tuple[int, ...], dst: str) -> dict:
@@ -37,9 +46,27 @@ def stage_image(chunk: Chunk, affinities: Source, channels: tuple[int, ...], dst
     return {"voxels": np.int64(chunk.core.size)}
 
 
-def write_overview(client: Client, out: Path, grid: ChunkGrid, affinities: Source, channels: Sequence[int], *,
-                   record: Optional[RunRecord] = None, progress: bool = True) -> None:
-    """Fill the root image from ``affinities`` (its ``channels``), one task per chunk of ``grid``."""
+def write_overview(
+    client: Client,
+    out: Path,
+    grid: ChunkGrid,
+    affinities: Source,
+    channels: Sequence[int],
+    *,
+    record: Optional[RunRecord] = None,
+    progress: bool = True,
+) -> None:
+    """Fill the root image from ``affinities`` (its ``channels``), one task per chunk of
+    ``grid``."""
     dst = layout.image_array(out)
-    run_stage(client, RunState(out), "image", list(grid), stage_image, lambda c: (affinities, tuple(channels), dst),
-              record=record, progress=progress, load_summaries=False)
+    run_stage(
+        client,
+        RunState(out),
+        "image",
+        list(grid),
+        stage_image,
+        lambda c: (affinities, tuple(channels), dst),
+        record=record,
+        progress=progress,
+        load_summaries=False,
+    )

@@ -39,7 +39,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 class RunState:
-    """Done markers and summaries in the output's state folder (:func:`em_chunks.io.layout.state_dir`)."""
+    """Done markers and summaries in the output's state folder (``io.layout.state_dir``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -3,20 +3,23 @@
 Layout 2 (docs/outputs.md explains the choices)::
 
     OUT.zarr/                     an NGFF 0.5 image: its multiscales are the run's picture
-    OUT.zarr/0, 1, ...            pyramid levels: predict's affinities (C, Z, Y, X), or decode's mean
-                                  affinity (Z, Y, X) uint8 (decode has no affinities of its own to show)
+    OUT.zarr/0, 1, ...            pyramid levels: predict's affinities (C, Z, Y, X), or decode's
+                                  mean affinity (Z, Y, X) uint8 (decode has no affinities of its
+                                  own to show)
     OUT.zarr/labels/segmentation  the NGFF image-label of that image (levels 0, 1, ... as the image)
     OUT.zarr/work/                intermediate arrays (fragments; partial sums while running)
     OUT.zarr/emchunks/            a zarr group holding every non-zarr file of the run:
         run.json, metrics.json, preview.png, state/ (resume markers and fingerprint)
 
 Because the root is an image with a ``labels`` group, ome-zarr-py's ``Reader`` (napari's reader) on
-``OUT.zarr`` yields the image and the segmentation in one go, and because the non-zarr files sit inside
-one group, listing the root's members (``zarr.open_group(OUT).keys()``) meets only zarr nodes.
+``OUT.zarr`` yields the image and the segmentation in one go, and because the non-zarr files sit
+inside one group, listing the root's members (``zarr.open_group(OUT).keys()``) meets only zarr
+nodes.
 
-Layout 1 (emchunks before this module): ``affinities/0`` and ``labels/segmentation/0`` beside each other
-at a root without NGFF metadata, ``run.json``/``metrics.json``/``preview.png``/``.emchunks/`` at the root.
-Its outputs stay readable (``labels/segmentation`` is where it was); resuming one is refused.
+Layout 1 (emchunks before this module): ``affinities/0`` and ``labels/segmentation/0`` beside each
+other at a root without NGFF metadata, ``run.json``/``metrics.json``/``preview.png``/``.emchunks/``
+at the root. Its outputs stay readable (``labels/segmentation`` is where it was); resuming one is
+refused.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ WORK = "work"
 _LEGACY_STATE = ".emchunks"
 
 
-# ---- the zarr hierarchy ---------------------------------------------------------------------------
+# ---- the zarr hierarchy
+# ---------------------------------------------------------------------------
 def level_name(level: int) -> str:
     """The name of pyramid level ``level`` inside a multiscale group (NGFF dataset path)."""
     return str(int(level))
@@ -86,7 +90,8 @@ def partials_dir(out: str | Path) -> Path:
     return work_group(out) / "partials"
 
 
-# ---- the run's non-zarr files -----------------------------------------------------------------------
+# ---- the run's non-zarr files
+# -----------------------------------------------------------------------
 def run_dir(out: str | Path) -> Path:
     """The zarr group that holds the run record, the metrics, the preview and the resume state."""
     return Path(out) / RUN_GROUP
@@ -113,7 +118,8 @@ def log_file(out: str | Path) -> Path:
 
 
 def ensure_run_dir(out: str | Path) -> Path:
-    """Create the run group with its ``zarr.json`` (so zarr sees a group there, not a stray folder)."""
+    """Create the run group with its ``zarr.json`` (so zarr sees a group there, not a stray
+    folder)."""
     d = run_dir(out)
     d.mkdir(parents=True, exist_ok=True)
     meta = d / "zarr.json"
@@ -124,8 +130,8 @@ def ensure_run_dir(out: str | Path) -> Path:
             "attributes": {
                 "emchunks": {
                     "layout": LAYOUT_VERSION,
-                    "contents": "run.json, metrics.json, preview.png and state/ (resume markers) of "
-                                "this emchunks run: files, not zarr arrays",
+                    "contents": "run.json, metrics.json, preview.png and state/ (resume "
+                    "markers) of this emchunks run: files, not zarr arrays",
                 }
             },
         }
@@ -135,7 +141,8 @@ def ensure_run_dir(out: str | Path) -> Path:
     return d
 
 
-# ---- which layout a folder holds --------------------------------------------------------------------
+# ---- which layout a folder holds
+# --------------------------------------------------------------------
 def layout_of(out: str | Path) -> int | None:
     """2 for this layout, 1 for an output of an older emchunks, None for anything else."""
     p = Path(out)
@@ -155,9 +162,9 @@ def refuse_legacy(out: str | Path) -> None:
     """Refuse to resume into an output of the older layout (mixing layouts would break both)."""
     if layout_of(out) == 1:
         raise InputError(
-            f"{out}: written by an older emchunks (layout 1: affinities/ beside labels/, no root image); "
-            f"it cannot be resumed: use a new --out (its segmentation stays readable at "
-            f"{Path(out) / LABELS / SEGMENTATION})"
+            f"{out}: written by an older emchunks (layout 1: affinities/ beside labels/, "
+            f"no root image); it cannot be resumed: use a new --out (its segmentation stays "
+            f"readable at {Path(out) / LABELS / SEGMENTATION})"
         )
 
 

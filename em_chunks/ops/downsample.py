@@ -1,12 +1,14 @@
 """Pyramid kernels: which factors each level takes, and the two downsamplings (mean, label mode).
 
-Every output voxel depends only on its own block of input voxels, so a level computed box by box (any
-boxes whose input is their own blocks) equals the level computed from the whole array, bit for bit: the
-mean sums a block's voxels in one fixed order, the mode compares a block's values in one fixed order.
-Blocks at the far end of an odd-sized axis are partial; both kernels use the voxels that exist.
+Every output voxel depends only on its own block of input voxels, so a level computed box by box
+(any boxes whose input is their own blocks) equals the level computed from the whole array, bit for
+bit: the mean sums a block's voxels in one fixed order, the mode compares a block's values in one
+fixed order. Blocks at the far end of an odd-sized axis are partial; both kernels use the voxels
+that exist.
 
-References: neuroglancer and CloudVolume/igneous downsample segmentations by the block's most frequent
-non-zero label and images by the block mean, and skip z while it is much coarser than x and y.
+References: neuroglancer and CloudVolume/igneous downsample segmentations by the block's most
+frequent non-zero label and images by the block mean, and skip z while it is much coarser than x and
+y.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 Factor = tuple[int, int, int]
 
 
-def plan_factors(shape: Sequence[int], voxel_size: Optional[Sequence[float]], tile: int,
-                 max_levels: int = 24) -> list[Factor]:
+def plan_factors(
+    shape: Sequence[int], voxel_size: Optional[Sequence[float]], tile: int, max_levels: int = 24
+) -> list[Factor]:
     """Per-level factors (each axis 1 or 2) until every axis fits ``tile`` voxels.
 
     An axis is halved only while its voxel is less than twice the finest voxel of the axes that can
@@ -42,7 +45,8 @@ def plan_factors(shape: Sequence[int], voxel_size: Optional[Sequence[float]], ti
 
 
 def level_shape(shape: Sequence[int], factor: Sequence[int]) -> tuple[int, ...]:
-    """Shape of a level downsampled by ``factor`` over the last three axes (ceil: partial end blocks)."""
+    """Shape of a level downsampled by ``factor`` over the last three axes (ceil: partial end
+    blocks)."""
     lead = tuple(shape[:-3])
     return lead + tuple(-(-int(s) // int(f)) for s, f in zip(shape[-3:], factor))
 
@@ -52,7 +56,8 @@ def _offsets(factor: Sequence[int]) -> list[tuple[int, int, int]]:
 
 
 def _every(off: Sequence[int], factor: Sequence[int]) -> tuple:
-    """Slices taking voxel ``off`` of every block (shorter than the output where end blocks are partial)."""
+    """Slices taking voxel ``off`` of every block (shorter than the output where end blocks are
+    partial)."""
     return (Ellipsis,) + tuple(slice(o, None, f) for o, f in zip(off, factor))
 
 
