@@ -27,6 +27,7 @@ from dask.utils import format_bytes, parse_bytes
 from distributed import Client, LocalCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import _rss  # noqa: E402
 from memory import _reset_hwm, _vm_hwm  # noqa: E402
 
 from em_chunks.config.output import OutputConfig  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> int:
             shape = tuple(int(v) for v in text.split(","))
             out = Path(tmp) / f"{text.replace(',', 'x')}.zarr"
             affs_bytes, seg_bytes = make_output(out, shape)  # type: ignore[arg-type]
-            idle = max(client.run(_vm_hwm).values())
+            idle = max(client.run(_rss).values())  # before the stages
             assert all(client.run(_reset_hwm).values()), "cannot reset VmHWM on this kernel"
             cfg = OutputConfig(pyramid="on", pyramid_tile=256)
             row = {
