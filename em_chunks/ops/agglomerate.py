@@ -19,7 +19,7 @@ from scipy.sparse import csgraph
 from em_chunks.errors import InputError
 from em_chunks.ops.dust import dust, group_links
 from em_chunks.ops.fragments import FragmentTable
-from em_chunks.ops.merging import MergeGraph, Scoring, merge_regions, stop_key
+from em_chunks.ops.merging import MergeGraph, Scoring, merge_regions, stop_key, tie_order
 from em_chunks.ops.region_graph import EdgeHistograms
 
 SEGMENT_ID_MODES = ("packed", "first_voxel")
@@ -92,7 +92,7 @@ def merge_graph(table: FragmentTable, edges: EdgeHistograms, scoring: Scoring, i
             raise ValueError("init_with_max=False needs full histograms (region_graph_chunk(full_histograms=True))")
         he, hb, hc = edges.hist_edge.astype(np.int64), edges.hist_bin.astype(np.int64), edges.hist_count
     return MergeGraph(np.ones(n, bool), a, b, edges.count.astype(np.int64), edges.aff_sum.astype(np.int64),
-                      edges.first_contact.astype(np.int64), he, hb, hc.astype(np.int64), np.zeros(ne, bool))
+                      tie_order(edges.first_contact), he, hb, hc.astype(np.int64), np.zeros(ne, bool))
 
 
 def components_below(n: int, a: np.ndarray, b: np.ndarray, level: np.ndarray, threshold: float) -> np.ndarray:

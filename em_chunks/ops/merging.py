@@ -5,16 +5,22 @@ being merged, or lies outside it). Merging stays exact because every score is **
 score of two edges combined (their statistics added) lies between the two scores, and the total order
 used here never puts a combined edge before both of its parts (docs/decoding.md, section 3). Then an
 edge that is the smallest edge of both of its regions can be merged at once, whatever happens
-elsewhere, and the global greedy result does not change. Popping edges in increasing order, an edge
-is merged when both regions are closed and not frozen; otherwise both regions are *frozen* (their
-next merge depends on edges this block cannot see) and wait for a larger block. With no open region
-this is plain greedy merging, the single-process reference.
+elsewhere, and the global greedy result does not change. Popping edges in increasing order:
 
-Total order of edges: (float32 score, ident). ``ident`` of an edge between two fragments is its first
-contact (the smallest voxel-edge index ``3 * flat(v) + c`` among the voxel-edges it holds: unique and
-chunk-invariant); a combined edge carries the larger ident of its parts. So a combined edge never
-sorts before both parts, and the order depends on the regions only, never on the merge history,
-chunk order or ids.
+* two closed, unfrozen regions merge;
+* a closed, unfrozen region that touches exactly one open region and no frozen one, and whose
+  smallest edge leads to the open region, joins it: its whole neighbourhood is inside the block and
+  settled up to this level, so nothing the open region does elsewhere can change that edge first;
+* otherwise the closed regions of the edge are *frozen* (their next merge depends on edges this
+  block cannot see) and wait for a larger block; an edge between two open regions is left alone.
+
+With no open region this is plain greedy merging, the single-process reference.
+
+Total order of edges: (float32 score, ident). ``ident`` of an edge between two fragments is a
+bijective mix (:func:`tie_order`) of its first contact (the smallest voxel-edge index ``3 * flat(v)
++ c`` among the voxel-edges it holds: unique and chunk-invariant); a combined edge carries the larger
+ident of its parts. So a combined edge never sorts before both parts, and the order depends on the
+regions only, never on the merge history, chunk order or ids.
 
 Scores (waterz ``ScoreValue`` = float32; the values below are exact in float32):
 
@@ -40,6 +46,27 @@ from em_chunks.ops.affinity import BINS, FIXED_ONE
 _F32 = struct.Struct("<f")
 _U32 = struct.Struct("<I")
 FORCED_LEVEL = -1  # level of the unconditional joins of one fragment's pieces: below every score
+
+
+_M63 = np.uint64((1 << 63) - 1)
+
+
+def tie_order(first_contact: np.ndarray) -> np.ndarray:
+    """The ident of single fragment-pair edges: a bijective mix of their first contact on [0, 2**63).
+
+    Equal scores are common (256-bin histograms), and an order that follows the voxel raster would
+    chain every edge's fate to its neighbour's towards one side of the block; a well-mixed order keeps
+    the dependencies local, so a block can decide most of its merges itself. Bijective: idents stay
+    unique. (xor-shifts and odd multipliers are each invertible modulo 2**63.)
+    """
+    x = np.asarray(first_contact, np.int64).astype(np.uint64) & _M63
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(31)
+        x = (x * np.uint64(0x7FB5D329728EA185)) & _M63
+        x ^= x >> np.uint64(27)
+        x = (x * np.uint64(0x81DADEF4BC2DD44D)) & _M63
+        x ^= x >> np.uint64(33)
+    return x.astype(np.int64)
 
 
 def score_key(score: float) -> int:
@@ -109,6 +136,7 @@ class MergeResult:
     root: np.ndarray
     frozen: np.ndarray
     edges: MergeGraph
+    edge_index: np.ndarray  # input index of each surviving edge
 
 
 def initial_scores(s: Scoring, g: MergeGraph) -> np.ndarray:
@@ -137,7 +165,7 @@ class _Merger:
     ``score_key << 96 | ident << 32 | edge``: one integer comparison orders them by (score, ident), and
     an entry is current iff its edge is alive and its code is the edge's latest."""
 
-    def __init__(self, g: MergeGraph, s: Scoring, max_threshold: float) -> None:
+    def __init__(self, g: MergeGraph, s: Scoring, max_threshold: float, frozen: np.ndarray | None = None) -> None:
         n, ne = g.n, int(g.u.size)
         if ne >= 1 << 32:
             raise ValueError("more than 2**32 edges")
@@ -158,7 +186,7 @@ class _Merger:
         self.code = [(k << 96) | (i << 32) | e for e, (k, i) in enumerate(zip(self.score_key, ident))]
         self.parent = list(range(n))
         self.closed = g.closed.astype(bool).tolist()
-        self.frozen = [False] * n
+        self.frozen = [False] * n if frozen is None else np.asarray(frozen, bool).tolist()
         adj: list[dict[int, int] | None] = [dict() for _ in range(n)]
         for e, (x, y) in enumerate(zip(g.u.tolist(), g.v.tolist())):
             adj[x][y] = e
@@ -218,6 +246,7 @@ class _Merger:
         w, l = (ra, rb) if len(adj[ra]) >= len(adj[rb]) else (rb, ra)
         self.merges.append((ra, rb, level))
         self.parent[l] = w
+        self.closed[w] = self.closed[ra] and self.closed[rb]  # joining an open region keeps it open
         aw, al = adj[w], adj[l]
         del aw[l]
         del al[w]
@@ -272,12 +301,38 @@ class _Merger:
             if not alive[e] or code[e] != entry:
                 continue
             ra, rb = find(ea[e]), find(eb[e])
-            if frozen[ra] or frozen[rb] or not closed[ra] or not closed[rb]:
-                # the smallest edge of these regions leads where this block cannot decide: wait
-                frozen[ra] = frozen[rb] = True
-                continue
+            ca, cb = closed[ra], closed[rb]
+            if ca and cb:
+                if frozen[ra] or frozen[rb]:
+                    # the smallest edge of these regions leads where this block cannot decide: wait
+                    frozen[ra] = frozen[rb] = True
+                    continue
+            elif ca or cb:
+                c = ra if ca else rb
+                if frozen[c] or not self._may_join_open(c):
+                    frozen[c] = True
+                    continue
+                # a closed region whose smallest edge leads to the one open region it touches joins
+                # it: nothing outside the block can reach its neighbourhood first (docs/decoding.md)
+            else:
+                continue  # two open regions: decided in a larger block
             alive[e] = 0
             self._merge(ra, rb, entry >> 96)
+
+    def _may_join_open(self, r: int) -> bool:
+        """A closed region may join the open region its smallest edge leads to when that is the only
+        open region it touches and no neighbour is frozen (a frozen neighbour's pending merge, at a
+        lower level, could join the open region first and change the edge)."""
+        closed, frozen = self.closed, self.frozen
+        n_open = 0
+        for nb in self.adj[r]:
+            if not closed[nb]:
+                n_open += 1
+                if n_open > 1:
+                    return False
+            elif frozen[nb]:
+                return False
+        return True
 
     def result(self) -> MergeResult:
         n = len(self.parent)
@@ -285,7 +340,7 @@ class _Merger:
         frozen = np.asarray(self.frozen, bool)
         m = np.asarray(self.merges, np.int64).reshape(-1, 3)
         live = np.flatnonzero(np.frombuffer(bytes(self.alive), np.uint8)) if self.alive else np.zeros(0, np.int64)
-        return MergeResult(m[:, 0], m[:, 1], m[:, 2], root, frozen[root], self._edges(live, root))
+        return MergeResult(m[:, 0], m[:, 1], m[:, 2], root, frozen[root], self._edges(live, root), live.astype(np.int64))
 
     def _edges(self, live: np.ndarray, root: np.ndarray) -> MergeGraph:
         g = self.g
@@ -319,8 +374,10 @@ class _Merger:
         return MergeGraph(g.closed, u, v, count, aff_sum, ident, he[order], hb[order], hc[order], combined)
 
 
-def merge_regions(g: MergeGraph, s: Scoring, max_threshold: float) -> MergeResult:
-    """Merge closed regions greedily while their edges score below ``max_threshold``; freeze the rest."""
-    merger = _Merger(g, s, max_threshold)
+def merge_regions(g: MergeGraph, s: Scoring, max_threshold: float, frozen: np.ndarray | None = None) -> MergeResult:
+    """Merge closed regions greedily while their edges score below ``max_threshold``; freeze the rest.
+
+    ``frozen``: regions frozen from the start (e.g. those touching an open one)."""
+    merger = _Merger(g, s, max_threshold, frozen)
     merger.run()
     return merger.result()
