@@ -12,8 +12,9 @@ from distributed import Client
 
 from em_chunks.engine.cluster import connect, dashboard_link
 from em_chunks.engine.record import RunRecord
-from em_chunks.engine.state import STATE_DIR, RunState
+from em_chunks.engine.state import RunState
 from em_chunks.errors import ChunkFailure, InputError
+from em_chunks.io.layout import is_output
 
 
 def check_out(out: Path) -> None:
@@ -21,7 +22,7 @@ def check_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise InputError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / STATE_DIR).is_dir():
+        if any(out.iterdir()) and not is_output(out):
             raise InputError(f"--out {out}: exists and is not an emchunks output; choose a new path")
 
 

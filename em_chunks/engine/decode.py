@@ -35,7 +35,7 @@ from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, Chunk, ChunkGrid
 from em_chunks.geometry.octree import Octree
-from em_chunks.io.ome_zarr import check_alignment, create_image, create_work_array, open_root
+from em_chunks.io.ome_zarr import check_alignment, create_fragments, create_segmentation, open_root
 from em_chunks.ops import metrics as M
 from em_chunks.ops.affinity import as_float_affinities
 from em_chunks.ops.agglomerate import scoring_of
@@ -282,8 +282,8 @@ def prepare_outputs(out: Path, grid: ChunkGrid, voxel_size: Optional[Sequence[fl
     root = open_root(out)
     store = tuple(grid.align)
     check_alignment(shape, store, [c.core for c in grid])  # no two tasks ever write one storage chunk
-    frag_arr = create_work_array(root, "fragments", shape, np.uint64, store)
-    seg_arr = create_image(root, "segmentation", shape, np.uint64, store, voxel_size, label=True)
+    frag_arr = create_fragments(root, shape, store)
+    seg_arr = create_segmentation(root, shape, store, voxel_size)
     return f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}"
 
 

@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from em_chunks.io import layout
+
 _PACKAGES = ("emchunks", "dask", "distributed", "zarr", "numcodecs", "numpy", "waterz", "torch", "scikit-image", "pydantic")
 
 
@@ -87,6 +89,6 @@ class RunRecord:
         }
         if error:
             record["error"] = error
-        write_json(self.out / "run.json", record)
+        write_json(layout.run_json(self.out), record)
         if status == "complete":
-            write_json(self.out / "metrics.json", {**(metrics or {}), "stages": self.stage_table(), "wall_seconds": record["wall_seconds"]})
+            write_json(layout.metrics_json(self.out), {**(metrics or {}), "stages": self.stage_table(), "wall_seconds": record["wall_seconds"]})

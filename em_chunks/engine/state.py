@@ -18,8 +18,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from em_chunks.errors import InputError
+from em_chunks.io import layout
 
-STATE_DIR = ".emchunks"
+STATE_DIR = str(layout.state_dir(""))  # relative to the output root (io/layout.py says where)
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -38,11 +39,11 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 class RunState:
-    """Done markers and summaries under ``root/.emchunks``."""
+    """Done markers and summaries in the output's state folder (``io.layout.state_dir``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.dir = self.root / STATE_DIR
+        self.dir = layout.state_dir(self.root)
 
     # ---- configuration fingerprint ----------------------------------------------------------
     def claim(self, command: str, config: Mapping[str, Any]) -> bool:
@@ -51,6 +52,7 @@ class RunState:
         Returns True when resuming an earlier run of the same configuration. Raises :class:`InputError`
         naming the differing fields when ``root`` holds results of another configuration.
         """
+        layout.refuse_legacy(self.root)
         path = self.dir / "fingerprint.json"
         wanted = {"command": command, "config": json.loads(json.dumps(config, default=str))}
         if path.exists():
@@ -65,6 +67,7 @@ class RunState:
                     f"{', '.join(fields[:5]) or 'command'}); use another --out or delete it to start over"
                 )
             return True
+        layout.ensure_run_dir(self.root)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))
