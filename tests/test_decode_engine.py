@@ -217,3 +217,19 @@ def test_distributed_agglomeration_is_bit_identical_to_the_single_process_one(fn
         assert m["agglomeration"] == "distributed" and ref["agglomeration"] == "python"
     fragments = zarr.open_array(str(ref_out / "work" / "fragments"), mode="r")[:]
     assert np.unique(fragments).size > 1000  # a graph worth merging: uint8 noise gives many fragments
+
+
+def test_consecutive_ids_are_one_to_n_and_the_same_partition(synthetic, cluster_client, tmp_path):
+    affs, gt, _ = synthetic
+    packed = tmp_path / "packed.zarr"
+    decode(affs, packed, "2,2,2", DecodeConfig(), client=cluster_client, progress=False)
+    out = tmp_path / "consecutive.zarr"
+    m = decode(affs, out, "2,2,2", DecodeConfig(segment_ids="consecutive"), gt, client=cluster_client,
+               progress=False)
+    seg = _seg(out)
+    ids = np.unique(seg[seg != 0])
+    assert np.array_equal(ids, np.arange(1, ids.size + 1, dtype=np.uint64)) and ids.size == m["segments"]
+    assert same_partition(seg, _seg(packed))
+    labels = zarr.open_array(str(gt), mode="r")[:].astype(np.int64)
+    err = adapted_rand_error(labels, seg.astype(np.int64))[0]
+    assert abs(err - m["adapted_rand_error"]) < 1e-9  # scikit-image takes the ids as they are
