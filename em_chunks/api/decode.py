@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from distributed import Client
 
-from em_chunks.api.run import computing_run
+from em_chunks.api.run import completed, computing_run
 from em_chunks.config.decode import DecodeConfig
 from em_chunks.engine.decode import check_affinities, check_labels, run_decode
 from em_chunks.engine.source import Source
@@ -63,7 +64,12 @@ def decode(
         "labels": str(Path(labels).resolve()) if labels is not None else None,
         "decode": config.model_dump(mode="json"),
     }
-    with computing_run("decode", Path(out), resolved, scheduler=scheduler, workers=workers, client=client) as run:
+    done = completed("decode", Path(out), resolved)
+    if done is not None:
+        return done
+    voxels = int(np.prod(shape))
+    with computing_run("decode", Path(out), resolved, scheduler=scheduler, workers=workers, client=client,
+                       voxels=voxels) as run:
         run.metrics = run_decode(
             run.client, src, Path(out), grid, params, labels=lab, record=run.record,
             voxel_size=src.voxel_size(), progress=progress,
