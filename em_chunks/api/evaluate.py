@@ -37,9 +37,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``segmentation`` vs ``labels`` (label 0 ignored), exact for any chunking."""
     seg = _segmentation_source(segmentation)
-    gt = Source.open_labels(labels)
     if len(seg.shape) != 3:
         raise InputError(f"{seg.path}: a segmentation must be 3D (Z, Y, X), got shape {seg.shape}")
+    seg.check_ids("the segmentation's ids")
+    gt = Source.open_labels(labels)
     check_labels(gt, seg.shape)
     pieces = parse_chunks(chunks, seg.shape) if chunks is not None else auto_pieces(seg.shape)
     grid = ChunkGrid(seg.shape, pieces)

@@ -16,7 +16,7 @@ def train_command(
     overrides: Annotated[Optional[List[str]], typer.Argument(help="KEY=VALUE overrides of the train config, e.g. iterations=100 data.patch=[16,64,64].")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels, when not in TILES_JSON (tile JSON, TIFF or zarr).")] = None,
     valid_mask: Annotated[Optional[str], typer.Option("--valid-mask", help="Valid mask volume (nonzero = labels to trust).")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Workflow YAML; its 'train:' section is used.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="Workflow YAML (or a shipped one by name, e.g. fib-quick); its 'train:' section is used.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for checkpoints, metrics.json, run.json and TensorBoard logs.")] = Path("train-out"),
     iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, help="Training iterations (overrides the config).")] = None,
     chunks: Annotated[Optional[str], typer.Option("--chunks", help="Pieces per axis Z,Y,X (PyTC DATA_CHUNK_NUM).")] = None,
@@ -39,6 +39,7 @@ def train_command(
     import json
 
     from em_chunks.api.train import train
+    from em_chunks.api.workflow import resolve_workflow_path
     from em_chunks.geometry import parse_chunks
     from em_chunks.learn.config import load_train_config
 
@@ -56,6 +57,7 @@ def train_command(
     if chunks is not None:
         flags["train.data.chunks=" + json.dumps(list(parse_chunks(chunks)))] = f"--chunks {chunks}"
     # the flags' values first: an explicit KEY=VALUE override (e.g. data.volumes=...) wins over them
+    config = resolve_workflow_path(config)  # a path, or a built-in/shipped workflow by name (fib-quick)
     cfg = load_train_config(config, list(flags) + extra, source=str(config) if config else "command line",
                             override_names=flags)
     metrics = train(cfg, out, scheduler=scheduler, workers=workers, resume=resume, overwrite=overwrite,
