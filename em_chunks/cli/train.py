@@ -28,13 +28,14 @@ def train_command(
 ) -> None:
     """Train an affinity model on TILES_JSON, with batches made by Dask workers from chunk iterators.
 
-    Ctrl-C saves a checkpoint; the same command with --resume continues. A folder that holds a run is
-    only reused with --resume or --overwrite.
+    Ctrl-C saves a checkpoint: the same command with --resume continues from it.
+
+    A folder that holds a run is reused only with --resume or --overwrite.
 
     Examples:
-      emchunks train tiles/tiles.json --config workflows/fib-quick.yaml --out model/
-      emchunks train image.tif --labels labels.tif --out model/ --iterations 2000 --chunks 1,2,2 data.batch_size=4
-      emchunks train tiles/tiles.json --config workflows/fib-quick.yaml --out model/ --resume
+      emchunks train tiles/tiles.json --config fib-quick --out model/
+      emchunks train image.tif --labels labels.tif --out model/ iterations=2000
+      emchunks train tiles/tiles.json --config fib-quick --out model/ --resume
     """
     import json
 

@@ -242,6 +242,8 @@ def connect(
         except Exception as err:
             raise _address_error(scheduler, origin, f"cannot connect ({err.__class__.__name__}: {err})") from None
         say(f"dashboard: {dashboard_link(client)}")
+        if not client.scheduler_info().get("workers"):
+            say(f"warning: the scheduler at {scheduler} has no workers yet; the work waits until one joins")
         try:
             yield client
         finally:

@@ -87,7 +87,7 @@ class Source:
         """Refuse a volume whose dtype cannot hold segment ids (floats, complex, strings...)."""
         kind = np.dtype(self.dtype).kind
         if kind not in "iub":
-            raise InputError(f"{self.path}: {what} have dtype {self.dtype}; expected integer segment ids "
+            raise InputError(f"{self.path}: {what} of dtype {self.dtype}; expected integer segment ids "
                              f"(uint8/16/32/64 or int; 0 = unlabelled), e.g. convert with numpy's astype(np.uint32)")
 
     @property
