@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Optional
 from distributed import Client
 
 from em_chunks.engine.cluster import connect, dashboard_link
-from em_chunks.engine.log import format_rate, format_seconds, log_file, say
+from em_chunks.engine.log import format_rate, format_seconds, heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
 from em_chunks.engine.state import STATE_DIR, RunState, fingerprint, log_path
 from em_chunks.errors import ChunkFailure, InputError, Interrupted
@@ -114,7 +114,7 @@ def computing_run(
     try:
         with ctx as c:
             state.claim(command, config)
-            with log_file(log_path(out)) as log:
+            with log_file(log_path(out)) as log, heartbeat():
                 say(f"dashboard: {dashboard_link(c)}", console=client is not None)  # connect() printed it
                 say(f"{command} -> {out} (log: {log})")
                 if resumed:

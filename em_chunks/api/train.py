@@ -11,7 +11,7 @@ from typing import Any, Optional
 from distributed import Client
 
 from em_chunks.engine.cluster import connect, dashboard_link
-from em_chunks.engine.log import log_file, say
+from em_chunks.engine.log import heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
 from em_chunks.engine.state import log_path
 from em_chunks.errors import InputError, Interrupted
@@ -69,7 +69,7 @@ def train(
             if overwrite:
                 clear_run(out)
             out.mkdir(parents=True, exist_ok=True)
-            with log_file(log_path(out)) as log:
+            with log_file(log_path(out)) as log, heartbeat():
                 record.dashboard = dashboard_link(c)
                 say(f"dashboard: {record.dashboard}", console=client is not None)
                 say(f"train -> {out} (log: {log})")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -40,10 +42,41 @@ def _setup() -> None:
         logger.propagate = False  # our lines are for the user, not for an application's root logger
 
 
+_last = {"time": time.monotonic(), "message": ""}
+
+
 def say(message: str, *, console: bool = True) -> None:
     """Tell the user ``message`` (one line on stderr) and append it to the open run log, if any."""
     _setup()
+    _last["time"], _last["message"] = time.monotonic(), message
     logger.info(message, extra={"console": console})
+
+
+@contextlib.contextmanager
+def heartbeat(period: float | None = None) -> Iterator[None]:
+    """While the block runs, say "still working" whenever nothing was said for ``period`` seconds
+    (default :func:`progress_period`): between stages, while the client merges or agglomerates, a
+    command is never silent for longer than that."""
+    period = period or progress_period()
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def beat() -> None:
+        while not stop.wait(min(1.0, period / 4)):
+            quiet = time.monotonic() - _last["time"]
+            if quiet >= period:
+                last = _last["message"]
+                what = f"; last: {last[:80]}" if last and not last.startswith("still working") else ""
+                say(f"still working ({format_seconds(time.monotonic() - t0)} elapsed{what})")
+
+    thread = threading.Thread(target=beat, name="emchunks-heartbeat", daemon=True)
+    _last["time"] = time.monotonic()
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @contextlib.contextmanager
