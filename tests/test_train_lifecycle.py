@@ -183,3 +183,12 @@ def test_a_chunk_larger_than_a_worker_is_refused_before_training(vol):
     check_batches(cfg, volumes, worker_memory=need * 10)
     with pytest.raises(InputError, match=r"train.data.chunks \(1, 2, 2\).*--chunks, e.g. 2,4,4"):
         check_batches(cfg, volumes, worker_memory=need)
+
+
+def test_checkpoints_come_about_ten_times_a_run_by_default(vol):
+    from em_chunks.learn.trainer import checkpoint_interval
+
+    cfg = _config(vol)
+    assert cfg.checkpoint_every is None and cfg.checkpoint_minutes == 10
+    assert [checkpoint_interval(cfg, n) for n in (5, 300, 1000, 100000)] == [1, 30, 100, 500]
+    assert checkpoint_interval(_config(vol, "checkpoint_every=7"), 1000) == 7

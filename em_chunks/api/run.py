@@ -134,7 +134,8 @@ def computing_run(
                     record.write("failed", error=f"{err.__class__.__name__}: {err}")
                     say(f"failed: {err.__class__.__name__}: {err}", console=False)
                     raise
-                record.write("complete", run.metrics)
+                written = record.write("complete", run.metrics) or {}
+                run.metrics.update({k: v for k, v in written.items() if k not in run.metrics})  # as a rerun reads it
                 totals = record.totals()
                 rate = (f", {format_rate(totals['voxels_per_s'])} over {totals['voxels']:,} voxels"
                         if totals.get("voxels_per_s") else "")

@@ -120,10 +120,10 @@ class RunRecord:
 
     def write(self, status: str, metrics: Mapping[str, Any] | None = None, error: str | None = None,
               message: str | None = None, *, extra: Mapping[str, Any] | None = None,
-              metrics_file: bool = True) -> None:
+              metrics_file: bool = True) -> dict[str, Any] | None:
         """``run.json`` with ``status`` (running, complete, failed, interrupted) and ``extra`` fields; on
         ``complete`` also ``metrics.json`` (the command's metrics plus the stage table and totals),
-        unless ``metrics_file`` is False (training writes its own)."""
+        unless ``metrics_file`` is False (training writes its own). Returns what metrics.json holds."""
         totals = self.totals()
         record = {
             "command": self.command,
@@ -142,4 +142,7 @@ class RunRecord:
         record.update(extra or {})
         write_json(self.out / "run.json", record)
         if status == "complete" and metrics_file:
-            write_json(self.out / "metrics.json", {**(metrics or {}), "stages": self.stage_table(), **totals})
+            full = {**(metrics or {}), "stages": self.stage_table(), **totals}
+            write_json(self.out / "metrics.json", full)
+            return full
+        return None
