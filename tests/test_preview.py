@@ -17,10 +17,11 @@ def test_preview_panels_have_titles(tmp_path):
     assert image.shape == (TITLE_HEIGHT + 40, 3 * 120 + 2 * 4, 3)
     for i, panel in enumerate((_gray(raw), _affinity_rgb(affs), _label_rgb(seg))):
         x0 = i * (120 + 4)
-        assert np.array_equal(image[TITLE_HEIGHT:, x0:x0 + 120], panel)  # the data, unchanged, below its title
-        strip = image[:TITLE_HEIGHT, x0:x0 + 120]
+        # the data, unchanged, below its title
+        assert np.array_equal(image[TITLE_HEIGHT:, x0 : x0 + 120], panel)
+        strip = image[:TITLE_HEIGHT, x0 : x0 + 120]
         dark = (strip.max(axis=-1) < 128).sum()
         assert 20 < dark < strip.shape[0] * strip.shape[1] // 3, (i, dark)  # black text on white
     # the titles differ (raw / affinities / segmentation), so the strips do
-    strips = [image[:TITLE_HEIGHT, i * 124:i * 124 + 120] for i in range(3)]
+    strips = [image[:TITLE_HEIGHT, i * 124 : i * 124 + 120] for i in range(3)]
     assert not np.array_equal(strips[0], strips[1]) and not np.array_equal(strips[1], strips[2])

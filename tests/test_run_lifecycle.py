@@ -34,13 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def volume(tmp_path_factory):
     d = tmp_path_factory.mktemp("lifecycle")
     _, labels = make_synthetic_em((32, 96, 96), seed=3)
-    zarr.save_array(str(d / "affs.zarr"), synthetic_affinities(labels).astype(np.float32), zarr_format=3)
+    zarr.save_array(
+        str(d / "affs.zarr"), synthetic_affinities(labels).astype(np.float32), zarr_format=3
+    )
     zarr.save_array(str(d / "gt.zarr"), labels.astype(np.uint32), zarr_format=3)
     return d
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **extra}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        **extra,
+    }
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     return env
 
@@ -51,7 +57,16 @@ def _emchunks(*args: str) -> list[str]:
 
 def test_rerun_of_a_complete_decode_keeps_its_records_and_takes_seconds(volume, tmp_path, capsys):
     out = tmp_path / "seg.zarr"
-    argv = ["decode", str(volume / "affs.zarr"), "--chunks", "2,2,2", "--out", str(out), "--labels", str(volume / "gt.zarr")]
+    argv = [
+        "decode",
+        str(volume / "affs.zarr"),
+        "--chunks",
+        "2,2,2",
+        "--out",
+        str(out),
+        "--labels",
+        str(volume / "gt.zarr"),
+    ]
     assert main(argv) == 0
     first = {name: (out / name).read_bytes() for name in ("run.json", "metrics.json")}
     stages = json.loads(first["run.json"])["stages"]
@@ -65,9 +80,14 @@ def test_rerun_of_a_complete_decode_keeps_its_records_and_takes_seconds(volume, 
     seconds = time.perf_counter() - t0
     err = capsys.readouterr().err
     assert seconds < 10, seconds
-    assert "already complete with this configuration" in err and "dashboard" not in err  # no cluster started
-    assert {name: (out / name).read_bytes() for name in first} == first  # not rewritten with 0-second stages
-    assert np.array_equal(zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:], segmentation)
+    # reported from the records, without starting a cluster
+    assert "already complete with this configuration" in err and "dashboard" not in err
+    assert {
+        name: (out / name).read_bytes() for name in first
+    } == first  # not rewritten with 0-second stages
+    assert np.array_equal(
+        zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:], segmentation
+    )
     # the Python API returns the recorded metrics too
     again = decode(volume / "affs.zarr", out, "2,2,2", labels=volume / "gt.zarr")
     assert again == json.loads(first["metrics.json"])
@@ -85,10 +105,25 @@ def _log_times(path: Path, after: str) -> list[datetime]:
 @pytest.mark.slow
 def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_path):
     out = tmp_path / "seg.zarr"
-    args = _emchunks("decode", str(volume / "affs.zarr"), "--chunks", "4,8,8", "--out", str(out), "--workers", "2")
+    args = _emchunks(
+        "decode",
+        str(volume / "affs.zarr"),
+        "--chunks",
+        "4,8,8",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+    )
     # a terminal's Ctrl-C reaches the whole foreground process group: the command and its workers
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+    )
     markers = out / ".emchunks" / "fragments"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -100,9 +135,13 @@ def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_p
     _, err = proc.communicate(timeout=120)
     lines = [l for l in err.splitlines() if l.strip()]
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "distributed." not in err, err
-    assert re.fullmatch(r"interrupted; the same command resumes: \d+ of \d+ chunks done \(fragments \d+/256, links \d+/256\)",
-                        lines[-1]), lines[-1]
+    assert (
+        "Traceback" not in err and "KeyboardInterrupt" not in err and "distributed." not in err
+    ), err
+    assert re.fullmatch(
+        r"interrupted; the same command resumes: \d+ of \d+ chunks done \(fragments \d+/256, links \d+/256\)",
+        lines[-1],
+    ), lines[-1]
     assert sum("interrupted" in l for l in lines) == 1
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "interrupted" and record["message"] == lines[-1]
@@ -112,7 +151,9 @@ def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_p
 
     # the same command resumes, and without a terminal it says how far it got every period
     t0 = time.monotonic()
-    rerun = subprocess.run(args, capture_output=True, text=True, env=_env(EMCHUNKS_PROGRESS_SECONDS="1"), timeout=600)
+    rerun = subprocess.run(
+        args, capture_output=True, text=True, env=_env(EMCHUNKS_PROGRESS_SECONDS="1"), timeout=600
+    )
     seconds = time.monotonic() - t0
     assert rerun.returncode == 0, rerun.stderr
     assert f"fragments: {256 - done} chunk(s) to run, {done} already done (skipped)" in rerun.stderr
@@ -138,8 +179,16 @@ def test_stage_busy_time_is_the_sum_of_its_tasks(cluster_client, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     grid = ChunkGrid((4, 8, 8), (2, 2, 2))
     record = RunRecord("test", tmp_path, {})
-    out = run_stage(cluster_client, RunState(tmp_path), "sleep", list(grid), _sleepy, lambda c: (0.3,), record=record,
-                    progress=False)
+    out = run_stage(
+        cluster_client,
+        RunState(tmp_path),
+        "sleep",
+        list(grid),
+        _sleepy,
+        lambda c: (0.3,),
+        record=record,
+        progress=False,
+    )
     assert sorted(int(s["n"]) for s in out.values()) == list(range(8))
     (row,) = record.stage_table()
     assert row["chunks_run"] == 8 and row["voxels"] == 4 * 8 * 8
@@ -148,7 +197,9 @@ def test_stage_busy_time_is_the_sum_of_its_tasks(cluster_client, tmp_path):
     assert 4 * 0.3 <= row["span_seconds"] < row["busy_seconds"]
     assert 0 <= row["span_start_s"] < row["span_end_s"] <= record.totals()["wall_seconds"]
     assert row["voxels_per_s"] == pytest.approx(row["voxels"] / row["span_seconds"], rel=1e-3)
-    assert row["voxels_per_worker_s"] == pytest.approx(row["voxels"] / row["busy_seconds"], rel=1e-3)
+    assert row["voxels_per_worker_s"] == pytest.approx(
+        row["voxels"] / row["busy_seconds"], rel=1e-3
+    )
 
 
 @pytest.mark.slow
@@ -162,28 +213,55 @@ def test_pipelined_predict_reports_each_stages_own_time(cluster_client, tmp_path
     image, _ = make_synthetic_em((16, 64, 64), seed=9)
     zarr.save_array(str(tmp_path / "raw.zarr"), image, zarr_format=3)
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "m.pt", build_model("unet", widths=(4, 8)), train_config={"data": {"patch": [8, 32, 32]}})
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt",
+        build_model("unet", widths=(4, 8)),
+        train_config={"data": {"patch": [8, 32, 32]}},
+    )
     with get_task_stream(cluster_client) as ts:
-        metrics = predict(tmp_path / "raw.zarr", ckpt, tmp_path / "out.zarr", "2,2,2", client=cluster_client, progress=False)
+        metrics = predict(
+            tmp_path / "raw.zarr",
+            ckpt,
+            tmp_path / "out.zarr",
+            "2,2,2",
+            client=cluster_client,
+            progress=False,
+        )
     record = json.loads((tmp_path / "out.zarr" / "run.json").read_text())
     wall = record["wall_seconds"]
-    assert record["voxels"] == 16 * 64 * 64 and record["voxels_per_s"] == pytest.approx(record["voxels"] / wall, rel=0.01)
+    assert record["voxels"] == 16 * 64 * 64 and record["voxels_per_s"] == pytest.approx(
+        record["voxels"] / wall, rel=0.01
+    )
     rows = {r["stage"]: r for r in record["stages"]}
     saved = json.loads((tmp_path / "out.zarr" / "metrics.json").read_text())
-    assert list(rows)[:4] == ["infer", "blend", "fragments", "links"] and saved["stages"] == record["stages"]
+    assert (
+        list(rows)[:4] == ["infer", "blend", "fragments", "links"]
+        and saved["stages"] == record["stages"]
+    )
     assert metrics["segments"] == saved["segments"]
 
     def compute_seconds(prefix: str) -> float:
-        return sum(s["stop"] - s["start"] for t in ts.data if str(t["key"]).startswith(prefix)
-                   for s in t["startstops"] if s["action"] == "compute")
+        return sum(
+            s["stop"] - s["start"]
+            for t in ts.data
+            if str(t["key"]).startswith(prefix)
+            for s in t["startstops"]
+            if s["action"] == "compute"
+        )
 
     for name, row in rows.items():
         # spans nest inside the command's wall time; a stage's span is its own, not "since the start"
         assert 0 <= row["span_start_s"] <= row["span_end_s"] <= wall, row
-        assert row["span_seconds"] == pytest.approx(row["span_end_s"] - row["span_start_s"], abs=2e-3)
+        assert row["span_seconds"] == pytest.approx(
+            row["span_end_s"] - row["span_start_s"], abs=2e-3
+        )
         # busy = the sum of the stage's task durations, as Dask's task stream measures them too
         stream = compute_seconds(f"{name}-")
-        assert stream > 0 and row["busy_seconds"] <= stream * 1.05 + 0.01 and row["busy_seconds"] >= 0.8 * stream - 0.05, (name, row, stream)
+        assert (
+            stream > 0
+            and row["busy_seconds"] <= stream * 1.05 + 0.01
+            and row["busy_seconds"] >= 0.8 * stream - 0.05
+        ), (name, row, stream)
     # blending starts after the first inference ends, and no stage claims the whole pipeline's time
     assert rows["blend"]["span_start_s"] >= rows["infer"]["span_start_s"]
     assert rows["segmentation"]["span_seconds"] < rows["segmentation"]["span_end_s"]

@@ -24,7 +24,9 @@ def check_out(out: Path) -> None:
         if not out.is_dir():
             raise InputError(f"--out {out}: exists and is not a directory")
         if any(out.iterdir()) and not (out / STATE_DIR).is_dir():
-            raise InputError(f"--out {out}: exists and is not an emchunks output; choose a new path")
+            raise InputError(
+                f"--out {out}: exists and is not an emchunks output; choose a new path"
+            )
 
 
 class Run:
@@ -61,14 +63,25 @@ def completed(command: str, out: str | Path, config: Mapping[str, Any]) -> Optio
         return None  # another configuration: the caller's claim reports it
     record = _read_json(out / "run.json")
     metrics = _read_json(out / "metrics.json")
-    if record is None or metrics is None or record.get("status") != "complete" or record.get("command") != command:
+    if (
+        record is None
+        or metrics is None
+        or record.get("status") != "complete"
+        or record.get("command") != command
+    ):
         return None
     if fingerprint(record.get("config") or {}) != fingerprint(json.loads(json.dumps(dict(config), default=str))):
         return None
+    for row in record.get("stages") or []:  # every chunk it ran or skipped is still marked done
+        wanted = int(row.get("chunks_run", 0)) + int(row.get("chunks_skipped", 0))
+        if len(state.done(str(row.get("stage")))) < wanted:
+            return None
     wall = record.get("wall_seconds")
     took = f", it took {format_seconds(float(wall))}" if isinstance(wall, (int, float)) else ""
-    say(f"{out}: already complete with this configuration (started {record.get('started', '?')}{took}); "
-        f"reporting its recorded metrics (delete {out} to recompute)")
+    say(
+        f"{out}: already complete with this configuration (started {record.get('started', '?')}{took}); "
+        f"reporting its recorded metrics (delete {out} to recompute)"
+    )
     return metrics
 
 
@@ -108,14 +121,16 @@ def computing_run(
     out = Path(out)
     check_out(out)
     state = RunState(out)
-    resumed = state.check_claim(command, config)  # a different configuration is refused before connecting
+    # a different configuration is refused before connecting
+    resumed = state.check_claim(command, config)
     record = RunRecord(command, out, config, voxels=voxels)
     ctx = contextlib.nullcontext(client) if client is not None else connect(scheduler, workers)
     try:
         with ctx as c:
             state.claim(command, config)
             with log_file(log_path(out)) as log, heartbeat():
-                say(f"dashboard: {dashboard_link(c)}", console=client is not None)  # connect() printed it
+                # connect() printed the link already; a caller's client has it said here
+                say(f"dashboard: {dashboard_link(c)}", console=client is not None)
                 say(f"{command} -> {out} (log: {log})")
                 if resumed:
                     say(f"resuming the earlier run in {out} (same configuration)")
@@ -135,11 +150,17 @@ def computing_run(
                     say(f"failed: {err.__class__.__name__}: {err}", console=False)
                     raise
                 written = record.write("complete", run.metrics) or {}
-                run.metrics.update({k: v for k, v in written.items() if k not in run.metrics})  # as a rerun reads it
+                # the caller gets what metrics.json holds (stages, totals), as a rerun does
+                run.metrics.update({k: v for k, v in written.items() if k not in run.metrics})
                 totals = record.totals()
-                rate = (f", {format_rate(totals['voxels_per_s'])} over {totals['voxels']:,} voxels"
-                        if totals.get("voxels_per_s") else "")
-                say(f"{command}: complete in {format_seconds(totals['wall_seconds'])} wall time{rate}")
+                rate = (
+                    f", {format_rate(totals['voxels_per_s'])} over {totals['voxels']:,} voxels"
+                    if totals.get("voxels_per_s")
+                    else ""
+                )
+                say(
+                    f"{command}: complete in {format_seconds(totals['wall_seconds'])} wall time{rate}"
+                )
     except _Stopped:
         line = interrupted_line(record, state)
         record.write("interrupted", message=line)

@@ -49,8 +49,11 @@ def train(
     out = Path(out)
     check_train_out(out, resume, overwrite)
     if not config.data.volumes:
-        raise InputError("train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)")
-    volumes = resolve_volumes(config.data.volumes)  # missing labels, mismatched shapes: before any cluster
+        raise InputError(
+            "train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)"
+        )
+    # missing labels, mismatched shapes: refused before any cluster starts
+    volumes = resolve_volumes(config.data.volumes)
     resolve_volumes(config.data.validation)
     check_batches(config, volumes)
     if resume:
@@ -58,11 +61,17 @@ def train(
 
         reached = int(read_checkpoint(out / "last.pt").get("iteration", 0))
         if reached >= config.iterations:  # nothing to do: report the run as it is, touch nothing
-            say(f"{out}: already trained to iteration {reached} of {config.iterations}; nothing to do "
-                f"(pass a larger --iterations to train on)")
+            say(
+                f"{out}: already trained to iteration {reached} of {config.iterations}; nothing to do "
+                f"(pass a larger --iterations to train on)"
+            )
             return _saved_metrics(out) or {"iterations": reached}
     record = RunRecord("train", out, {"train": config.model_dump(mode="json"), "resume": resume})
-    ctx = contextlib.nullcontext(client) if client is not None else connect(scheduler, workers, gpu="never")
+    ctx = (
+        contextlib.nullcontext(client)
+        if client is not None
+        else connect(scheduler, workers, gpu="never")
+    )
     try:
         with ctx as c:
             check_batches(config, volumes, worker_memory(c))
@@ -75,18 +84,36 @@ def train(
                 say(f"train -> {out} (log: {log})")
                 record.write("running")
                 try:
-                    metrics = train_loop(config, out, client=c, resume=resume, progress=progress, log=say,
-                                         quiet_log=lambda m: say(m, console=False), check_out=False)
+                    metrics = train_loop(
+                        config,
+                        out,
+                        client=c,
+                        resume=resume,
+                        progress=progress,
+                        log=say,
+                        quiet_log=lambda m: say(m, console=False),
+                        check_out=False,
+                    )
                 except Interrupted as err:
-                    record.write("interrupted", message=str(err), extra={"training": _summary(_saved_metrics(out))})
+                    record.write(
+                        "interrupted",
+                        message=str(err),
+                        extra={"training": _summary(_saved_metrics(out))},
+                    )
                     say(str(err), console=False)
                     raise
                 except BaseException as err:
                     if isinstance(err, KeyboardInterrupt):  # before the loop began: nothing to save
                         record.write("interrupted", message="interrupted before training started")
-                        raise Interrupted("interrupted before training started; nothing was saved") from None
-                    record.write("failed", error=f"{err.__class__.__name__}: {err}" if not isinstance(err, InputError)
-                                 else str(err))
+                        raise Interrupted(
+                            "interrupted before training started; nothing was saved"
+                        ) from None
+                    record.write(
+                        "failed",
+                        error=f"{err.__class__.__name__}: {err}"
+                        if not isinstance(err, InputError)
+                        else str(err),
+                    )
                     raise
                 record.write("complete", extra={"training": _summary(metrics)}, metrics_file=False)
                 if (out / "tensorboard").is_dir():
@@ -106,6 +133,18 @@ def _saved_metrics(out: Path) -> dict[str, Any]:
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("iterations", "iterations_planned", "iterations_this_run", "stopped_by", "elapsed_s", "iterations_per_s",
-            "samples_per_s", "loader_wait_fraction", "train_loss_ema", "validation_loss", "best_checkpoint", "device")
+    keys = (
+        "iterations",
+        "iterations_planned",
+        "iterations_this_run",
+        "stopped_by",
+        "elapsed_s",
+        "iterations_per_s",
+        "samples_per_s",
+        "loader_wait_fraction",
+        "train_loss_ema",
+        "validation_loss",
+        "best_checkpoint",
+        "device",
+    )
     return {k: metrics[k] for k in keys if k in metrics}

@@ -66,7 +66,9 @@ def heartbeat(period: float | None = None) -> Iterator[None]:
             quiet = time.monotonic() - _last["time"]
             if quiet >= period:
                 last = _last["message"]
-                what = f"; last: {last[:80]}" if last and not last.startswith("still working") else ""
+                what = (
+                    f"; last: {last[:80]}" if last and not last.startswith("still working") else ""
+                )
                 say(f"still working ({format_seconds(time.monotonic() - t0)} elapsed{what})")
 
     thread = threading.Thread(target=beat, name="emchunks-heartbeat", daemon=True)

@@ -32,14 +32,22 @@ class LossEMA:
         return self.get()
 
     def get(self) -> float:
-        return self.value / (1 - self.beta ** self.n) if self.n else math.nan
+        return self.value / (1 - self.beta**self.n) if self.n else math.nan
 
 
 class TrainProgress:
     """Progress of iterations ``start..total`` (see the module docstring)."""
 
-    def __init__(self, total: int, start: int, *, bar: bool, log: Callable[[str], None],
-                 quiet_log: Optional[Callable[[str], None]], period: float) -> None:
+    def __init__(
+        self,
+        total: int,
+        start: int,
+        *,
+        bar: bool,
+        log: Callable[[str], None],
+        quiet_log: Optional[Callable[[str], None]],
+        period: float,
+    ) -> None:
         self.total, self.start, self.done = total, start, start
         self.loss, self.lr = math.nan, math.nan
         self.t0 = time.perf_counter()
@@ -47,14 +55,29 @@ class TrainProgress:
         self.bar: Any = None
         if bar and sys.stderr.isatty():
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
-            self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                                TimeRemainingColumn(), transient=True, console=Console(stderr=True))
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=True,
+                console=Console(stderr=True),
+            )
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="emchunks-train-progress", daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat, name="emchunks-train-progress", daemon=True
+        )
         self._thread.start()
 
     def rate(self) -> float:
@@ -77,8 +100,10 @@ class TrainProgress:
             return f"train {self.done}/{self.total} iterations: waiting for the first batches ({_clock(elapsed)})"
         rate = self.rate()
         eta = _clock((self.total - self.done) / rate) if rate > 0 else "unknown"
-        return (f"train {self.done}/{self.total} iterations: train loss (EMA) {self.loss:.4f}, lr {self.lr:.2e}, "
-                f"{rate:.2f} it/s; elapsed {_clock(elapsed)}, ETA {eta}")
+        return (
+            f"train {self.done}/{self.total} iterations: train loss (EMA) {self.loss:.4f}, lr {self.lr:.2e}, "
+            f"{rate:.2f} it/s; elapsed {_clock(elapsed)}, ETA {eta}"
+        )
 
     def _beat(self) -> None:
         while not self._stop.wait(self.period):

@@ -31,7 +31,9 @@ def check_train_out(out: Path, resume: bool = False, overwrite: bool = False) ->
     """Refuse, in one line and before anything is written, an output folder the run cannot use."""
     out = Path(out)
     if resume and overwrite:
-        raise InputError("--resume and --overwrite: choose one (continue the run in --out, or replace it)")
+        raise InputError(
+            "--resume and --overwrite: choose one (continue the run in --out, or replace it)"
+        )
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a directory")
     if resume:
@@ -41,8 +43,10 @@ def check_train_out(out: Path, resume: bool = False, overwrite: bool = False) ->
     found = run_files(out)
     if found and not overwrite:
         names = ", ".join(p.name for p in found[:3]) + (", ..." if len(found) > 3 else "")
-        raise InputError(f"--out {out}: holds a training run ({names}); pass --resume to continue it or "
-                         f"--overwrite to replace it (or choose another --out)")
+        raise InputError(
+            f"--out {out}: holds a training run ({names}); pass --resume to continue it or "
+            f"--overwrite to replace it (or choose another --out)"
+        )
 
 
 def clear_run(out: Path) -> None:
