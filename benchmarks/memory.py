@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
           f"volume float32 affinities / peak worker RSS {vol['affinities float32 (working set)'] / peak_kernel:.2f}")
     if metrics is not None:
         print(f"wall {wall:.1f} s, {voxels / wall / 1e6:.3f} Mvoxel/s; fragments {metrics['fragments']}, "
-              f"segments {metrics['segments']}, client agglomeration {metrics['client_seconds']['agglomerate']:.2f} s")
+              f"segments {metrics['segments']}, agglomeration {metrics['agglomeration']} (on the workers)")
     else:
         print(f"decode FAILED after {wall:.1f} s: {error}")
     for s in stages:

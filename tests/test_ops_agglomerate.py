@@ -24,15 +24,13 @@ def _setup(shape=(14, 24, 24), noise=0.08, seed=1, pieces=(1, 1, 1)):
 def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
     """Greedy merging with every region pair's statistics re-derived at every step: slow, obviously right.
 
-    The order: lowest float32 score first; equal scores by queue sequence (an initial edge's index;
-    a pair whose statistics were combined by a merge gets the next number, neighbours of one merge
-    numbered in increasing key order).
+    The order: lowest float32 score first; equal scores by the largest first contact among the
+    fragment pairs the region pair holds (ops/merging.py).
     """
     ru, rv = table.index_of(edges.u), table.index_of(edges.v)
-    a, b = np.minimum(ru, rv), np.maximum(ru, rv)
-    order = np.lexsort((b, a))
+    a, b = np.minimum(ru, rv).tolist(), np.maximum(ru, rv).tolist()
     hists = []
-    for e in order:
+    for e in range(len(a)):
         if mean:
             hists.append((int(edges.count[e]), int(edges.aff_sum[e])))
         elif init_with_max:
@@ -40,10 +38,8 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
         else:
             rows = edges.hist_edge == e
             hists.append(dict(zip(edges.hist_bin[rows].tolist(), edges.hist_count[rows].tolist())))
-    a, b = a[order].tolist(), b[order].tolist()
+    contact = edges.first_contact.tolist()
     parent = list(range(len(table)))
-    seq = {(x, y): e for e, (x, y) in enumerate(zip(a, b))}
-    counter = len(a)
 
     def find(x):
         while parent[x] != x:
@@ -58,7 +54,7 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
         for bin_ in sorted(h):
             acc += h[bin_]
             if acc >= pivot:
-                return 1.0 - (bin_ + 0.5) / 256
+                return float(np.float32(1.0 - (bin_ + 0.5) / 256))
 
     def region_pairs():
         pairs: dict = {}
@@ -69,12 +65,13 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
             key = (min(rx, ry), max(rx, ry))
             h, acc = hists[e], pairs.get(key)
             if mean:
-                pairs[key] = h if acc is None else (acc[0] + h[0], acc[1] + h[1])
+                h = h if acc is None else (acc[0][0] + h[0], acc[0][1] + h[1])
             else:
-                acc = dict(acc or {})
+                merged = dict(acc[0] if acc else {})
                 for k, c in h.items():
-                    acc[k] = acc.get(k, 0) + c
-                pairs[key] = acc
+                    merged[k] = merged.get(k, 0) + c
+                h = merged
+            pairs[key] = (h, max(contact[e], acc[1]) if acc else contact[e])
         return pairs
 
     out = []
@@ -83,24 +80,11 @@ def naive_agglomerate(table, edges, thresholds, q, init_with_max, mean=False):
             pairs = region_pairs()
             if not pairs:
                 break
-            best = min((score(h), seq[key], key) for key, h in pairs.items())
+            best = min((score(h), ident, key) for key, (h, ident) in pairs.items())
             if best[0] >= float(np.float32(t)):
                 break
             rx, ry = best[2]
-            nx = {v for k in pairs for v in k if rx in k} - {rx, ry}
-            ny = {v for k in pairs for v in k if ry in k} - {rx, ry}
-            r = min(rx, ry)
-            new_seq = {}
-            for n in sorted(nx | ny):
-                if n in nx and n in ny:
-                    counter += 1
-                    new_seq[n] = counter
-                else:
-                    src = rx if n in nx else ry
-                    new_seq[n] = seq[(min(src, n), max(src, n))]
-            parent[max(rx, ry)] = r  # root = smallest key rank
-            for n, sq in new_seq.items():
-                seq[(min(r, n), max(r, n))] = sq
+            parent[max(rx, ry)] = min(rx, ry)  # root = smallest key rank
         roots = np.array([find(i) for i in range(len(table))])
         out.append(table.ids[roots])
     return out

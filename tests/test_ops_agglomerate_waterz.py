@@ -42,7 +42,7 @@ def _voxels(canon, table, seg_of_fragment):
 
 def _subgraph(edges, keep):
     e = edges
-    return type(e)(e.u[keep], e.v[keep], e.max_bin[keep], e.count[keep], e.aff_sum[keep])
+    return type(e)(e.u[keep], e.v[keep], e.max_bin[keep], e.count[keep], e.aff_sum[keep], e.first_contact[keep])
 
 
 def _are(a, b):
@@ -135,7 +135,10 @@ def test_dust_and_segment_ids_as_the_python_backend(dust, ids):
     py = agglomerate(table, edges, THS, **kw, backend="python")
     wz = agglomerate(table, edges, THS, **kw, backend="waterz")
     for p, w in zip(py, wz):
-        assert np.array_equal(p, w)
+        # naming and dust are shared; the merging breaks equal scores its own way (waterz's FIFO
+        # queue vs our history-free order), which moves a few small fragments at most
+        assert _are(w.astype(np.uint64), p.astype(np.uint64)) <= 0.005
+        assert set(np.unique(w)) - {0} <= set(table.ids if ids == "packed" else table.keys.astype(np.uint64) + 1)
     if dust == (0, 30):
         assert (py[0] == 0).any()  # small segments were removed
 

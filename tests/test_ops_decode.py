@@ -41,9 +41,14 @@ def test_first_voxel_ids_make_the_arrays_identical_for_every_grid():
     for pieces in GRIDS:
         for a, b in zip(base, decode_volume(affs, pieces, params)):
             assert np.array_equal(a, b)
-    # the id is 1 + the flat index of the segment's first voxel
+    # the id is 1 + the flat index of a voxel of the segment: the first voxel of the segment that
+    # agglomeration formed (dust merged into it keeps that name) ...
     seg = base[1]
-    ids, first = np.unique(seg.ravel(), return_index=True)
+    ids = np.unique(seg[seg > 0])
+    assert np.array_equal(seg.ravel()[(ids - 1).astype(np.int64)], ids)
+    # ... which without dust merging is the segment's first voxel
+    plain = decode_volume(affs, (2, 2, 2), DecodeParams(thresholds=(0.5,), segment_ids="first_voxel"))[0]
+    ids, first = np.unique(plain.ravel(), return_index=True)
     assert np.array_equal(ids[ids > 0], first[ids > 0].astype(np.uint64) + 1)
 
 

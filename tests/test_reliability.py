@@ -178,3 +178,51 @@ def test_write_boxes_never_share_a_storage_chunk():
         for idx in Box.from_bounds([b // s for b, s in zip(c.core.begin, store)], [-(-e // s) for e, s in zip(c.core.end, store)]).iter_points():
             assert idx not in owners, "two chunks write one storage chunk"
             owners[idx] = c.id
+
+
+def test_killed_worker_during_agglomeration_ends_identical(affinities, tmp_path):
+    from distributed import Client, LocalCluster
+
+    affs, _, ref = affinities
+    out = tmp_path / "out.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        pids = client.run(os.getpid)
+        result: dict = {}
+
+        def run() -> None:
+            try:
+                result["metrics"] = decode(affs, out, "4,4,4", client=client, progress=False)
+            except BaseException as err:
+                result["error"] = err
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert _wait_for_markers(out, "merge-up-L0", 8)
+        before = len(RunState(out).done("merge-down-L0"))
+        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        thread.join(timeout=300)
+    assert before < 64  # the kill landed while blocks of the agglomeration were still to run
+    assert "error" not in result, result.get("error")
+    assert same_partition(_seg(out), _seg(ref))
+
+
+def test_killed_run_during_agglomeration_resumes_identical(affinities, tmp_path):
+    affs, _, ref = affinities
+    out = tmp_path / "out.zarr"
+    args = [sys.executable, "-m", "em_chunks", "decode", str(affs), "--chunks", "4,4,4", "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert _wait_for_markers(out, "merge-up-L0", 10), proc.communicate(timeout=5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "metrics.json").exists()
+    state = RunState(out)
+    stages = ("region-graph", "merge-up-L0", "merge-up-L1", "merge-down-L0", "segmentation")
+    done = {stage: len(state.done(stage)) for stage in stages}
+    assert done["merge-up-L0"] >= 10 and done["segmentation"] < 64
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    totals = {"merge-up-L1": 8}
+    for stage, n in done.items():
+        total = totals.get(stage, 64)
+        assert f"{stage}: {total - n} chunk(s) to run, {n} already done (skipped)" in rerun.stderr, stage
+    assert same_partition(_seg(out), _seg(ref))

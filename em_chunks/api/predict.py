@@ -16,7 +16,7 @@ from em_chunks.api.run import completed, computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.predict import PredictConfig
 from em_chunks.engine.cluster import gpu_workers
-from em_chunks.engine.decode import build_region_graph, check_labels, finish_decode
+from em_chunks.engine.decode import check_labels, run_decode
 from em_chunks.engine.predict import InferenceSpec, submit_inference
 from em_chunks.engine.preview import write_preview
 from em_chunks.engine.source import Source
@@ -138,9 +138,8 @@ def predict(
         upstream = submit_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", progress=progress,
                                     resources={"GPU": 1} if gpu_workers(run.client) else None)
         aff_src = Source.open(f"{out}/affinities/0")
-        graph = build_region_graph(run.client, aff_src, out, grid, params, labels=lab, record=run.record,
-                                   voxel_size=voxel, progress=progress, upstream=upstream)
-        metrics = finish_decode(run.client, out, grid, graph, params, record=run.record, progress=progress)
+        metrics = run_decode(run.client, aff_src, out, grid, params, labels=lab, record=run.record,
+                             voxel_size=voxel, progress=progress, upstream=upstream)
         metrics["window"] = list(spec.window)
         if cfg.preview:
             z = shape[0] // 2

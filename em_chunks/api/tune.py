@@ -8,7 +8,6 @@ contingency table without touching voxels again.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,12 +18,12 @@ from distributed import Client
 from em_chunks.api.decode import decode_params
 from em_chunks.api.run import computing_run
 from em_chunks.config.decode import DecodeConfig
-from em_chunks.engine.decode import agglomerate_graph, build_region_graph, check_affinities, check_labels, scores_of
+from em_chunks.engine.decode import check_affinities, check_labels, run_tune
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
 from em_chunks.geometry import ChunkGrid, parse_chunks, storage_aligned
 
-MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256")
+MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256", "aff50_mean")
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 AFF_THRESHOLDS = ((0.1, 0.999),)
 
@@ -49,7 +48,8 @@ def tune(
     ths = tuple(sorted(float(t) for t in thresholds))
     if not ths or any(not 0 <= t <= 1 for t in ths):
         raise InputError(f"--thresholds {list(thresholds)}: expected values in [0, 1]")
-    configs = {mf: DecodeConfig(**{**base.model_dump(), "merge_function": mf, "thresholds": ths}) for mf in merge_functions}
+    for mf in merge_functions:
+        DecodeConfig(**{**base.model_dump(), "merge_function": mf})  # refuse unknown names up front
     src = Source.open(affinities)
     check_affinities(src, decode_params(base))
     lab = Source.open_labels(labels)
@@ -64,18 +64,11 @@ def tune(
     trials: list[dict[str, Any]] = []
     with computing_run("tune", Path(out), resolved, scheduler=scheduler, workers=workers, client=client) as run:
         for low, high in aff_thresholds:
-            first = next(iter(configs.values()))
-            params = decode_params(DecodeConfig(**{**first.model_dump(), "aff_threshold": (low, high)}))
+            params = decode_params(DecodeConfig(**{**base.model_dump(), "thresholds": ths, "aff_threshold": (low, high)}))
             sub = Path(out) / f"aff-{low:g}-{high:g}.zarr"
-            graph = build_region_graph(run.client, src, sub, grid, params, labels=lab, record=run.record, progress=progress)
-            for mf, cfg in configs.items():
-                p = decode_params(DecodeConfig(**{**cfg.model_dump(), "aff_threshold": (low, high)}))
-                t0 = time.perf_counter()
-                snapshots = agglomerate_graph(graph, p, ths)
-                seconds = time.perf_counter() - t0
-                for thr, seg_of in zip(ths, snapshots):
-                    trials.append({"merge_function": mf, "threshold": thr, "aff_threshold": [low, high],
-                                   **scores_of(graph, seg_of), "agglomerate_seconds": round(seconds / len(ths), 4)})
+            for row in run_tune(run.client, src, sub, grid, params, list(merge_functions), lab, record=run.record,
+                                progress=progress):
+                trials.append({**row, "aff_threshold": [low, high]})
         trials.sort(key=lambda r: (r["adapted_rand_error"], r["voi_split"] + r["voi_merge"]))
         best = trials[0]
         run.metrics = {"best": best, "trials": trials}

@@ -28,8 +28,9 @@ class DecodeConfig(FrozenModel):
     segment_ids: Literal["packed", "first_voxel"] = Field(
         "packed", description="packed: chunk index in the high bits; first_voxel: 1 + flat index of the "
         "segment's first voxel (bit-identical output for any chunk grid)")
-    agglomeration: Literal["auto", "python", "waterz"] = Field(
-        "auto", description="client-side merging backend: python, or waterz's C++ on the embedded region graph")
+    agglomeration: Literal["auto", "distributed", "python", "waterz"] = Field(
+        "auto", description="distributed (auto): exact merging on the workers, block by block; python / waterz: "
+        "the whole region graph in one worker task (the single-process reference; waterz breaks ties its own way)")
 
     @field_validator("thresholds")
     @classmethod

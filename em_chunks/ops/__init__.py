@@ -2,6 +2,7 @@
 
 from em_chunks.ops.agglomerate import MERGE_FUNCTIONS, agglomerate, parse_merge_function
 from em_chunks.ops.decode_reference import decode_volume, read_padded
+from em_chunks.ops.exact_sum import ExactSum
 from em_chunks.ops.fragments import (
     FragmentSummary,
     FragmentTable,
@@ -10,6 +11,7 @@ from em_chunks.ops.fragments import (
     resolve_fragments,
 )
 from em_chunks.ops.ids import IdLookup, pack_ids, relabel_chunk
+from em_chunks.ops.metric_sums import MetricSums
 from em_chunks.ops.metrics import (
     Contingency,
     aggregate_contingency,
@@ -22,7 +24,8 @@ from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_
 from em_chunks.ops.tune import score_agglomerations
 
 __all__ = [
-    "MERGE_FUNCTIONS", "Contingency", "DecodeParams", "EdgeHistograms", "FragmentSummary", "FragmentTable",
+    "MERGE_FUNCTIONS", "Contingency", "DecodeParams", "EdgeHistograms", "ExactSum", "FragmentSummary",
+    "FragmentTable", "MetricSums",
     "IdLookup", "agglomerate", "aggregate_contingency", "contingency", "decode_volume", "fragment_chunk",
     "link_chunk", "merge_contingency", "merge_histograms", "pack_ids", "parse_merge_function", "read_padded",
     "region_graph_chunk", "relabel_chunk", "resolve_fragments", "score_agglomerations", "scores", "stage_c_chunks",

@@ -20,9 +20,8 @@ can differ from the Python backend's only in the order of equal scores after res
 backend rescores eagerly), the same difference as between our decoding and whole-volume waterz.
 
 Only ``aff{Q}_his256`` with ``InitWithMax`` and Q in waterz's prebuilt set (10, 15, .., 95) is
-supported: a mean or a full histogram would need one voxel pair per voxel-edge. Dust handling runs
-the Python backend's dust step on the segment graph (segment-pair histograms are the sums of their
-fragment pairs' one-count histograms, so their quantile is computed here in numpy).
+supported: a mean or a full histogram would need one voxel pair per voxel-edge. Naming and dust
+handling are the Python backend's (``ops/agglomerate.name_segments``).
 
 Cost (benchmarks/agglomerate.py): about as fast as the Python backend (1.6-1.9x faster up to ~75k
 fragments, none at ~260k), with ~4x its memory: waterz's ``HistogramQuantileProvider`` keeps a dense
@@ -104,54 +103,6 @@ def embed_graph(a: np.ndarray, b: np.ndarray, max_bin: np.ndarray) -> tuple[np.n
     return affs, labels
 
 
-def _segment_quantile_scores(
-    sa: np.ndarray, sb: np.ndarray, bins: np.ndarray, quantile: int, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Segment-pair edges (x < y) and their scores: the quantile of the fragment pairs' max bins."""
-    keep = sa != sb
-    x, y, bins = np.minimum(sa, sb)[keep], np.maximum(sa, sb)[keep], bins[keep].astype(np.int64)
-    if x.size == 0:
-        return x, y, np.zeros(0)
-    pair = x * np.int64(n) + y
-    order = np.lexsort((bins, pair))
-    pair, bins = pair[order], bins[order]
-    start = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    total = np.diff(np.r_[start, pair.size])
-    pick = start + quantile * total // 100  # 1-based pivot Q*total//100 + 1
-    score = 1.0 - (bins[pick] + 0.5) / BINS
-    return pair[start] // n, pair[start] % n, score
-
-
-class _DustGraph:
-    """What ``_Merger.dust`` reads (rkey, size, adj, score), for the segment graph: roots are the
-    segments' smallest key ranks, adjacency only for the segments that dust may visit."""
-
-    def __init__(
-        self, root: np.ndarray, sizes: np.ndarray, a: np.ndarray, b: np.ndarray,
-        max_bin: np.ndarray, quantile: int, merge_size: int,
-    ) -> None:
-        n = root.size
-        self.rkey = np.arange(n, dtype=np.int64)
-        size = np.zeros(n, np.int64)
-        np.add.at(size, root, sizes.astype(np.int64))
-        self.size = size
-        self.adj: dict[int, dict[int, int]] = {}
-        self.score: list[float] = []
-        if merge_size <= 0:
-            return
-        x, y, score = _segment_quantile_scores(root[a], root[b], max_bin, quantile, n)
-        self.score = score.tolist()
-        small = np.zeros(n, bool)
-        small[np.unique(root)] = True
-        small &= size < merge_size
-        adj: dict[int, dict[int, int]] = {int(r): {} for r in np.flatnonzero(small).tolist()}
-        for end, other in ((x, y), (y, x)):
-            rows = np.flatnonzero(small[end])
-            for e, s, t in zip(rows.tolist(), end[rows].tolist(), other[rows].tolist()):
-                adj[s][t] = e
-        self.adj = adj
-
-
 def agglomerate_waterz(
     table: FragmentTable,
     edges: EdgeHistograms,
@@ -168,7 +119,7 @@ def agglomerate_waterz(
     """
     import waterz
 
-    from em_chunks.ops.agglomerate import _Merger  # the dust step, shared with the Python backend
+    from em_chunks.ops.agglomerate import name_segments  # naming and dust, shared with the Python backend
 
     if int(quantile) not in WATERZ_QUANTILES:
         raise ValueError(
@@ -197,20 +148,7 @@ def agglomerate_waterz(
                 root = fragment.copy()
                 root[has] = row[pos[has]].astype(np.int64) - 1
                 roots_per_threshold.append(root)
-    out = []
-    for root in roots_per_threshold:
-        # name each segment by its smallest key rank (np.unique's first index: ranks are ascending)
-        uniq, first, inverse = np.unique(root, return_index=True, return_inverse=True)
-        root = first[inverse].astype(np.int64)
-        if dust_merge_size > 0 or dust_remove_size > 0:
-            graph = _DustGraph(root, table.sizes, a, b, max_bin, int(quantile), dust_merge_size)
-            fkey, fsize = _Merger.dust(  # type: ignore[arg-type]
-                graph, root, dust_merge_size, dust_remove_size
-            )
-        else:
-            fkey, fsize = fragment, None
-        seg = names[fkey[root]] if n else np.zeros(0, np.uint64)
-        if dust_remove_size > 0:
-            seg = np.where(fsize[root] < dust_remove_size, np.uint64(0), seg)
-        out.append(np.asarray(seg, np.uint64))
-    return out
+    rows_u = table.index_of(edges.u) if len(edges) else np.zeros(0, np.int64)
+    rows_v = table.index_of(edges.v) if len(edges) else np.zeros(0, np.int64)
+    return [name_segments(table, edges, rows_u, rows_v, root, dust_merge_size, dust_remove_size, segment_ids)
+            for root in roots_per_threshold]

@@ -66,7 +66,8 @@ def region_graph_volume(
     for ch in grid:
         lookup = table.canonical_lookup(stage_c_chunks(grid, ch))
         parts.append(region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
-                                         ch.context, params, full_histograms, lookup=lookup))
+                                         ch.context, params, full_histograms, lookup=lookup,
+                                         volume_shape=affs.shape[1:]))
     return merge_histograms(parts)
 
 
@@ -90,5 +91,68 @@ def decode_volume(
         for ch in grid:
             lookup = table.segment_lookup(seg_of_fragment, [ch.id])
             seg[ch.core.slices()] = relabel_chunk(labels[ch.core.slices()], lookup)
+        out.append(seg)
+    return out
+
+
+def decode_volume_octree(
+    affs: np.ndarray, pieces: Sequence[int] = (1, 1, 1), params: DecodeParams = DecodeParams()
+) -> list[np.ndarray]:
+    """The distributed decoder's stage order, run sequentially: stages A and B per chunk, the
+    fragment join on the octree, stage C per chunk on canonical fragments, the agglomeration on the
+    octree (bottom-up, then names top-down), dust, stage D. Equal to :func:`decode_volume`."""
+    from em_chunks.geometry.octree import Octree
+    from em_chunks.ops.agglomerate import scoring_of
+    from em_chunks.ops.ids import IdLookup
+    from em_chunks.ops.octree_fragments import catalog, leaf_join_message, run_joins, select
+    from em_chunks.ops.dust import tracked_limit
+    from em_chunks.ops.octree_dust import DustDecisions, apply_dust, dust_leaf, run_dust
+    from em_chunks.ops.octree_merge import Merging, leaf_message, run_octree
+
+    affs = np.asarray(affs)
+    shape = tuple(affs.shape[1:])
+    grid = ChunkGrid(shape, tuple(pieces), CONTEXT_GROW)
+    tree = Octree(grid)
+    labels = np.zeros(shape, np.uint64)
+    summaries = {}
+    for ch in grid:
+        lab, s = fragment_chunk(read_padded(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
+        labels[ch.core.slices()] = lab
+        summaries[ch.id] = s
+    joins = {}
+    for ch in grid:
+        links = link_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core, ch.context,
+                           params, shape)
+        s = summaries[ch.id]
+        joins[ch.id] = leaf_join_message(s.ids, s.sizes, s.keys, s.faces, links)
+    infos = run_joins(tree, joins)
+    scoring, init_with_max = scoring_of(params.merge_function, params.init_with_max)
+    m = Merging(scoring, init_with_max, tuple(params.thresholds))
+    leaves, own, edges_of = {}, {}, {}
+    for ch in grid:
+        near = stage_c_chunks(grid, ch)
+        lookup, frags = catalog([summaries[c].ids for c in near], [infos[c] for c in near])
+        edges = region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
+                                   ch.context, params, m.full_histograms, lookup=lookup, volume_shape=shape)
+        own[ch.id] = IdLookup(summaries[ch.id].ids, infos[ch.id].canonical)
+        edges_of[ch.id] = edges
+        present = np.unique(np.concatenate([infos[ch.id].canonical, edges.u, edges.v]))
+        leaves[ch.id] = leaf_message(ch.id, select(frags, present), edges, m)
+    names = run_octree(tree, leaves, m)
+    merge_size, remove_size = params.dust_merge_size, params.dust_remove_size
+    limit = tracked_limit(merge_size, remove_size)
+    decisions = {ch.id: DustDecisions.empty() for ch in grid}
+    if limit > 0:
+        dust_leaves = {ch.id: dust_leaf(leaves[ch.id].rid, names[ch.id], edges_of[ch.id], limit) for ch in grid}
+        decisions = run_dust(tree, dust_leaves, merge_size, remove_size, limit)
+    final = {ch.id: apply_dust(names[ch.id], decisions[ch.id], merge_size, remove_size) for ch in grid}
+    out = []
+    for i in range(len(m.thresholds)):
+        seg = np.zeros(shape, np.uint64)
+        for ch in grid:
+            rid, key = final[ch.id]
+            name = rid[i] if params.segment_ids == "packed" else (key[i] + 1).astype(np.uint64)
+            to_name = IdLookup(leaves[ch.id].rid, name)
+            seg[ch.core.slices()] = relabel_chunk(labels[ch.core.slices()], own[ch.id].compose(to_name))
         out.append(seg)
     return out

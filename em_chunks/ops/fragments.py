@@ -35,10 +35,25 @@ class FragmentSummary:
     ids: np.ndarray  # uint64 packed ids, increasing
     sizes: np.ndarray  # int64 voxel counts
     keys: np.ndarray  # int64 min global flat voxel index (C order over the volume): chunk-invariant
+    faces: np.ndarray | None = None  # uint8: bit f set when the fragment has a voxel on face f of the core
 
     @property
     def nbytes(self) -> int:
         return int(self.ids.nbytes + self.sizes.nbytes + self.keys.nbytes)
+
+
+def face_bits(labels_core: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Per id of ``ids`` (sorted), bit f (0..5 = -z, -y, -x, +z, +y, +x) set when the id occurs on that
+    face plane of ``labels_core``: where a fragment can continue into (or touch) the next chunk."""
+    out = np.zeros(ids.size, np.uint8)
+    if ids.size == 0:
+        return out
+    for f, (axis, step) in enumerate(_DIRS):
+        plane = np.take(labels_core, 0 if step < 0 else -1, axis=axis)
+        present = np.unique(plane[plane != 0])
+        pos = np.searchsorted(ids, present)
+        out[pos] |= np.uint8(1 << f)
+    return out
 
 
 def _decide(a: np.ndarray, box: Box, context: Box, volume_shape: Sequence[int], low: float):
@@ -69,7 +84,8 @@ def fragment_chunk(
     n = core.size
     if n == 0:
         empty = np.zeros(0, np.int64)
-        return np.zeros(shape, np.uint64), FragmentSummary(chunk_id, empty.astype(np.uint64), empty, empty)
+        return np.zeros(shape, np.uint64), FragmentSummary(chunk_id, empty.astype(np.uint64), empty, empty,
+                                                          empty.astype(np.uint8))
     d, fg = _decide(a, core, context, volume_shape, params.aff_threshold_low)
     strides = (shape[1] * shape[2], shape[2], 1)
     itype = np.int32 if 4 * n < 2**31 else np.int64  # what csgraph uses internally: no conversion copy
@@ -104,7 +120,8 @@ def fragment_chunk(
     labels = np.zeros(n, np.uint64)
     if fg_flat.size == 0:
         empty = np.zeros(0, np.int64)
-        return labels.reshape(shape), FragmentSummary(chunk_id, empty.astype(np.uint64), empty, empty)
+        return labels.reshape(shape), FragmentSummary(chunk_id, empty.astype(np.uint64), empty, empty,
+                                                      empty.astype(np.uint8))
     _, first, inverse = np.unique(comp[fg_flat], return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")  # components in C order of their first voxel
     rank = np.empty_like(order)
@@ -118,7 +135,8 @@ def fragment_chunk(
     ).astype(np.int64)
     sizes = np.bincount(local.astype(np.int64), minlength=order.size + 1)[1:].astype(np.int64)
     ids = pack_ids(chunk_id, np.arange(1, order.size + 1, dtype=np.uint64))
-    return labels.reshape(shape), FragmentSummary(chunk_id, ids, sizes, keys)
+    labels = labels.reshape(shape)
+    return labels, FragmentSummary(chunk_id, ids, sizes, keys, face_bits(labels, ids))
 
 
 def _face(core: Box, axis: int, step: int) -> Box:

@@ -20,7 +20,8 @@ class DecodeParams:
     dust_merge_size: segments smaller than this merge into their best-scoring neighbour (0 = off).
     dust_remove_size: segments smaller than this (after dust merging) become background 0 (0 = off).
     channels: the three short-range affinity channels (z, y, x) to read.
-    agglomeration: the client-side merging backend, "auto" | "python" | "waterz" (see agglomerate).
+    agglomeration: "auto" = "distributed" (octree of blocks on the workers) | "python" | "waterz"
+    (the whole graph in one task; see engine/decode.py).
     segment_ids: "packed" (chunk index in the high bits) or "first_voxel" (1 + C-order index of the
     segment's first voxel: identical numbers for every chunk grid).
     """

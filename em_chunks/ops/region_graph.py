@@ -27,6 +27,8 @@ class EdgeHistograms:
 
     u, v: uint64 canonical fragment ids. max_bin: uint8, waterz bin of the largest affinity.
     count: int64 voxel-edges. aff_sum: int64 sum of affinities in units of 2**-32.
+    first_contact: int64 smallest voxel-edge index ``3 * flat(v) + c`` of the pair (the tie-breaking
+    identity of ops/merging.py: unique per pair, the same for every chunk grid).
     hist_edge / hist_bin / hist_count: the full histograms as sparse rows sorted by (edge, bin),
     or None when only the InitWithMax statistics were collected.
     """
@@ -36,6 +38,7 @@ class EdgeHistograms:
     max_bin: np.ndarray
     count: np.ndarray
     aff_sum: np.ndarray
+    first_contact: np.ndarray
     hist_edge: np.ndarray | None = None
     hist_bin: np.ndarray | None = None
     hist_count: np.ndarray | None = None
@@ -49,20 +52,21 @@ class EdgeHistograms:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.u, self.v, self.max_bin, self.count, self.aff_sum, self.hist_edge, self.hist_bin, self.hist_count]
+        arrays = [self.u, self.v, self.max_bin, self.count, self.aff_sum, self.first_contact, self.hist_edge, self.hist_bin, self.hist_count]
         return int(sum(a.nbytes for a in arrays if a is not None))
 
     @staticmethod
     def empty(full: bool = False) -> "EdgeHistograms":
         z = np.zeros(0, np.int64)
         return EdgeHistograms(
-            z.astype(np.uint64), z.astype(np.uint64), z.astype(np.uint8), z, z,
+            z.astype(np.uint64), z.astype(np.uint64), z.astype(np.uint8), z, z, z,
             *( (z, z.astype(np.uint8), z) if full else (None, None, None) ),
         )
 
 
-def _group(u: np.ndarray, v: np.ndarray, max_bin, count, aff_sum, hist=None) -> EdgeHistograms:
-    """Combine rows with equal (u, v): max of max_bin, sums of the rest; ``hist`` = (row, bin, count)."""
+def _group(u: np.ndarray, v: np.ndarray, max_bin, count, aff_sum, first_contact, hist=None) -> EdgeHistograms:
+    """Combine rows with equal (u, v): max of max_bin, min of first_contact, sums of the rest;
+    ``hist`` = (row, bin, count)."""
     if u.size == 0:
         return EdgeHistograms.empty(hist is not None)
     order = np.lexsort((v, u))
@@ -77,6 +81,7 @@ def _group(u: np.ndarray, v: np.ndarray, max_bin, count, aff_sum, hist=None) -> 
         max_bin=np.maximum.reduceat(np.asarray(max_bin)[order], starts).astype(np.uint8),
         count=np.add.reduceat(np.asarray(count, np.int64)[order], starts),
         aff_sum=np.add.reduceat(np.asarray(aff_sum, np.int64)[order], starts),
+        first_contact=np.minimum.reduceat(np.asarray(first_contact, np.int64)[order], starts),
     )
     if hist is not None:
         rows, bins, counts = hist
@@ -100,6 +105,7 @@ def region_graph_chunk(
     params: DecodeParams,
     full_histograms: bool | None = None,
     lookup: IdLookup | None = None,
+    volume_shape: Sequence[int] | None = None,
 ) -> EdgeHistograms:
     """Stage C: statistics of every voxel-edge (v, v - e_c) with v in the core whose two labels differ.
 
@@ -108,7 +114,8 @@ def region_graph_chunk(
     skipped. Only the core and the three predecessor faces (-z, -y, -x) are read. With ``lookup``,
     ``canon_ctx`` may hold the stored stage-A labels instead: the lookup (local -> canonical) is then
     applied to the voxels read only, so it needs the ids of this chunk and of its face predecessors
-    (``stage_c_chunks``). ``full_histograms`` defaults to ``not init_with_max``.
+    (``stage_c_chunks``). ``full_histograms`` defaults to ``not init_with_max``. ``volume_shape``
+    (default: the core's end) numbers voxels globally for ``first_contact``.
     """
     a = select_channels(affs_ctx, params.channels)
     check_context(core, context, a.shape[1:])
@@ -118,7 +125,9 @@ def region_graph_chunk(
     full = (not params.init_with_max) if full_histograms is None else bool(full_histograms)
     mapped = (lambda x: x) if lookup is None else lookup
     here = mapped(canon_ctx[core.slices(context)])
-    us, vs, affs = [], [], []
+    vshape = tuple(volume_shape) if volume_shape is not None else tuple(core.end)
+    us, vs, affs, contacts = [], [], [], []
+    flat = None
     for c in range(3):
         shift = [0, 0, 0]
         shift[c] = -1
@@ -138,9 +147,13 @@ def region_graph_chunk(
         us.append(np.minimum(h, t))
         vs.append(np.maximum(h, t))
         affs.append(a[c][core.slices(context)][sel])
+        if flat is None:
+            flat = _flat_index(core, vshape)
+        contacts.append(flat[sel] * 3 + c)
     if not us:
         return EdgeHistograms.empty(full)
     u, v, aff = np.concatenate(us), np.concatenate(vs), np.concatenate(affs)
+    contact = np.concatenate(contacts)
     bins = discretize(aff)
     # group through dense local indices: cheaper than sorting pairs of uint64
     labels, inv = np.unique(np.concatenate([u, v]), return_inverse=True)
@@ -153,13 +166,22 @@ def region_graph_chunk(
     count = np.bincount(row, minlength=n).astype(np.int64)
     aff_sum = np.zeros(n, np.int64)
     np.add.at(aff_sum, row, to_fixed(aff))
+    first_contact = np.full(n, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first_contact, row, contact)
     eu, ev = labels[uniq // labels.size], labels[uniq % labels.size]
     kw = {}
     if full:
         hcode, hcount = np.unique(row.astype(np.int64) * 256 + bins, return_counts=True)
         kw = dict(hist_edge=hcode // 256, hist_bin=(hcode % 256).astype(np.uint8), hist_count=hcount.astype(np.int64))
     # uniq is sorted by (ui, vi) and labels are sorted, so (eu, ev) is already in (u, v) order
-    return EdgeHistograms(eu, ev, max_bin, count, aff_sum, **kw)
+    return EdgeHistograms(eu, ev, max_bin, count, aff_sum, first_contact, **kw)
+
+
+def _flat_index(core: Box, volume_shape: Sequence[int]) -> np.ndarray:
+    """Global C-order voxel index of every voxel of ``core`` (int64, core shape)."""
+    z, y, x = (np.arange(o, o + n, dtype=np.int64) for o, n in zip(core.offset, core.shape))
+    _, ny, nx = (int(s) for s in volume_shape)
+    return (z[:, None, None] * ny + y[None, :, None]) * nx + x[None, None, :]
 
 
 def stage_c_chunks(grid: ChunkGrid, chunk: Chunk) -> list[int]:
@@ -194,5 +216,6 @@ def merge_histograms(parts: Sequence[EdgeHistograms]) -> EdgeHistograms:
         np.concatenate([p.max_bin for p in parts]),
         np.concatenate([p.count for p in parts]),
         np.concatenate([p.aff_sum for p in parts]),
+        np.concatenate([p.first_contact for p in parts]),
         hist,
     )
