@@ -161,17 +161,25 @@ class _Progress:
         while not self._stop.wait(self.period):
             say(self.line(), console=self.bar is None)
 
-    def done(self, stage: str, since_submit: float | None = None) -> None:
+    def done(self, stage: str, failed: int | None = None, seconds: float | None = None, *,
+             since_submit: float | None = None) -> None:
         """``fragments: 256 chunk(s) in 28.7 s (first start to last end), 25.6 s busy on the workers,
-        116 kvoxel/s; done 31.2 s after submission`` (the last figure includes waiting for upstream)."""
+        116 kvoxel/s; done 31.2 s after submission`` (the last figure includes waiting for upstream).
+
+        ``failed``/``seconds``: for callers whose tasks carry no timing of their own (their stage line
+        is then ``stage: done in SECONDS s``, measured from their submission)."""
         with self.lock:
             c = self.counts[stage]
+            n_failed = c.failed if failed is None else failed
+        status = f", {n_failed} FAILED" if n_failed else ""
+        if c.first_start is None and seconds is not None:
+            say(f"{stage}: done in {seconds:.1f} s{status}")
+            return
         if not c.total:
             return
-        status = f", {c.failed} FAILED" if c.failed else ""
         rate = c.voxels / c.span if c.span > 0 else 0.0
         after = f"; done {since_submit:.1f} s after submission" if since_submit is not None else ""
-        say(f"{stage}: {c.total - c.failed} chunk(s) in {c.span:.1f} s (first start to last end), "
+        say(f"{stage}: {c.total - n_failed} chunk(s) in {c.span:.1f} s (first start to last end), "
             f"{c.busy:.1f} s busy on the workers" + (f", {format_rate(rate)}" if rate else "") + status + after)
 
     def close(self) -> None:
@@ -319,7 +327,7 @@ def _cancel(futures: list) -> None:
 
 
 def _finish(run: StageRun, failed: set[int], bar: _Progress, record: RunRecord | None) -> None:
-    bar.done(run.stage, time.perf_counter() - run.t0)
+    bar.done(run.stage, since_submit=time.perf_counter() - run.t0)
     if record is not None:
         c = bar.counts[run.stage]
         voxels = sum(ch.core.size for ch in run.todo if ch.id not in failed)  # only chunks that succeeded
