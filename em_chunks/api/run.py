@@ -12,8 +12,10 @@ from typing import Any, Iterator, Mapping, Optional
 from distributed import Client
 
 from em_chunks.engine.cluster import connect, dashboard_link
+from em_chunks.engine.interrupt import reliable_interrupts
 from em_chunks.engine.log import format_rate, format_seconds, heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
+from em_chunks.engine.runner import forget_submitted, submitted
 from em_chunks.engine.state import STATE_DIR, RunState, fingerprint, log_path
 from em_chunks.errors import ChunkFailure, InputError, Interrupted
 
@@ -72,9 +74,12 @@ def completed(command: str, out: str | Path, config: Mapping[str, Any]) -> Optio
         return None
     if fingerprint(record.get("config") or {}) != fingerprint(json.loads(json.dumps(dict(config), default=str))):
         return None
-    for row in record.get("stages") or []:  # every chunk it ran or skipped is still marked done
+    # every chunk it ran or skipped is still marked done (stages that keep markers; a compacted run
+    # whose markers were removed on purpose is still complete)
+    for row in record.get("stages") or []:
+        stage = str(row.get("stage"))
         wanted = int(row.get("chunks_run", 0)) + int(row.get("chunks_skipped", 0))
-        if len(state.done(str(row.get("stage")))) < wanted:
+        if state.stage_dir(stage).is_dir() and len(state.done(stage)) < wanted:
             return None
     wall = record.get("wall_seconds")
     took = f", it took {format_seconds(float(wall))}" if isinstance(wall, (int, float)) else ""
@@ -86,15 +91,24 @@ def completed(command: str, out: str | Path, config: Mapping[str, Any]) -> Optio
 
 
 def interrupted_line(record: RunRecord, state: RunState) -> str:
-    """``interrupted; the same command resumes: 44 of 96 chunks done (infer 32/32, blend 12/32, ...)``"""
-    parts, done_all, total_all = [], 0, 0
-    for stage, total in record.stage_totals.items():
+    """``interrupted; the same command resumes: 44 of 96 chunks done (infer 32/32, blend 12/32, ...)``
+
+    Counts the done markers of every stage submitted so far (``runner.submitted``, else the stages
+    the record saw)."""
+    totals = submitted(state.root) or dict(record.stage_totals)
+    parts, done_all, total_all, idle = [], 0, 0, 0
+    for stage, total in totals.items():
         done = min(len(state.done(stage)), total)
-        parts.append(f"{stage} {done}/{total}")
+        if done or not parts:  # the stages that got somewhere (and the first, whatever it did)
+            parts.append(f"{stage} {done}/{total}")
+        else:
+            idle += 1
         done_all, total_all = done_all + done, total_all + total
-    if not parts:
+    if not totals:
         return "interrupted; the same command resumes (no chunk was finished yet)"
-    return f"interrupted; the same command resumes: {done_all} of {total_all} chunks done ({', '.join(parts)})"
+    rest = f"; {idle} more stage{'s' if idle > 1 else ''} with no chunk done yet" if idle else ""
+    return (f"interrupted; the same command resumes: {done_all} of {total_all} chunks done "
+            f"({', '.join(parts)}{rest})")
 
 
 @contextlib.contextmanager
@@ -124,9 +138,10 @@ def computing_run(
     # a different configuration is refused before connecting
     resumed = state.check_claim(command, config)
     record = RunRecord(command, out, config, voxels=voxels)
+    forget_submitted(out)  # an earlier call in this process (a notebook) counts for nothing here
     ctx = contextlib.nullcontext(client) if client is not None else connect(scheduler, workers)
     try:
-        with ctx as c:
+        with reliable_interrupts(), ctx as c:
             state.claim(command, config)
             with log_file(log_path(out)) as log, heartbeat():
                 # connect() printed the link already; a caller's client has it said here

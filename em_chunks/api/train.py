@@ -11,6 +11,7 @@ from typing import Any, Optional
 from distributed import Client
 
 from em_chunks.engine.cluster import connect, dashboard_link
+from em_chunks.engine.interrupt import reliable_interrupts
 from em_chunks.engine.log import heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
 from em_chunks.engine.state import log_path
@@ -73,7 +74,7 @@ def train(
         else connect(scheduler, workers, gpu="never")
     )
     try:
-        with ctx as c:
+        with reliable_interrupts(), ctx as c:
             check_batches(config, volumes, worker_memory(c))
             if overwrite:
                 clear_run(out)

@@ -11,8 +11,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         from em_chunks.cli.app import app
+        from em_chunks.engine.interrupt import reliable_interrupts
 
-        app(args=argv, prog_name="emchunks", standalone_mode=True)
+        with reliable_interrupts():  # a Ctrl-C is never swallowed by a gc callback
+            app(args=argv, prog_name="emchunks", standalone_mode=True)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from distributed import Client, as_completed
@@ -201,6 +202,20 @@ class StageRun:
     progress: bool
 
 
+#: output root -> stage -> chunks, in submission order: what a run has set out to do, so that an
+#: interrupt can say how far it got even before anything is being waited for
+_SUBMITTED: dict[str, dict[str, int]] = {}
+
+
+def submitted(root: Any) -> dict[str, int]:
+    """Stages submitted for the output ``root`` in this process, with their number of chunks."""
+    return dict(_SUBMITTED.get(str(Path(root)), {}))
+
+
+def forget_submitted(root: Any) -> None:
+    _SUBMITTED.pop(str(Path(root)), None)
+
+
 LARGE_ARGUMENT = 1 << 20  # bytes: bigger task arguments travel as scattered data, not inside the graph
 
 
@@ -234,6 +249,7 @@ def submit_stage(
     cluster that also has GPU workers busy with inference).
     """
     done = state.done(stage)
+    _SUBMITTED.setdefault(str(Path(state.root)), {})[stage] = len(chunks)
     todo = [c for c in chunks if c.id not in done]
     skipped = [c for c in chunks if c.id in done]
     token = uuid.uuid4().hex[:8]
