@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakWorkerMemory  # noqa: E402
 
 from em_chunks.api.decode import decode  # noqa: E402
+from em_chunks.io import layout  # noqa: E402
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities  # noqa: E402
 
 MiB = 2**20
@@ -193,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         n_workers = len(client.scheduler_info()["workers"])
 
     # ---- figures ---------------------------------------------------------------------------------
-    run_json = out / "run.json"
+    run_json = layout.run_json(out)
     stages = json.loads(run_json.read_text()).get("stages", []) if run_json.exists() else []
     peak_sampled = mem.peak
     # a worker killed for memory takes its VmHWM with it; the sampled peak still saw it

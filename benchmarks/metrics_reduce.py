@@ -1,10 +1,10 @@
 """Exact metrics: the old client-side merge of per-chunk contingency tables vs. the worker-side
-reduction.
+reduction, side by side.
 
 A synthetic volume is split into many chunks; each chunk's segmentation and labels are generated on
 a worker from the voxel coordinates (no disk: this measures the merge, not I/O). Ground truth:
 blocks of 16x32x32 (10 % unlabelled); segmentation: cells of 2x4x4 shifted against the blocks, so
-every cell straddles up to 8 ground-truth blocks and the pair table has about one row per 5 voxels.
+cells straddle blocks; the pair table has about one row per 25 voxels.
 
 * ``client``: the old ``run_evaluate``: every chunk's table comes to the client, which merges them
   (``merge_contingency``) and scores the whole table.
@@ -12,9 +12,9 @@ every cell straddles up to 8 ground-truth blocks and the pair table has about on
   scalars come back.
 
 Each method runs as its own client *process* against the same cluster, so its peak RSS is its own
-(``VmHWM``, reset at exec, unlike ``ru_maxrss``). Printed per method: wall time, client peak RSS and
-its growth over the connected-but-idle baseline, and the largest table one process or task held;
-then the largest score difference between the methods, and ExactSum's throughput.
+(``VmHWM``, reset at exec, unlike ``ru_maxrss``). Printed per method: wall time, the client's CPU
+time, its peak RSS and the growth over its connected-but-idle baseline, and the largest table one
+process or task held; then the largest score difference between the methods, and ExactSum's speed.
 
     python benchmarks/metrics_reduce.py --shape 128,1024,1024 --chunks 4,8,8 --workers 2
 """
@@ -118,11 +118,10 @@ def child(method: str, scheduler: str, shape, pieces) -> None:
     client = Client(scheduler)
     chunks = list(ChunkGrid(shape, pieces))
     base = _status("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = (run_client_merge if method == "client" else run_worker_reduce)(client, chunks)
-    out.update(
-        method=method, wall_s=time.perf_counter() - t0, peak_rss=_status("VmHWM"), baseline_rss=base
-    )
+    out.update(method=method, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0)
+    out.update(peak_rss=_status("VmHWM"), baseline_rss=base)
     print("RESULT " + json.dumps(out), flush=True)
     client.close()
 
@@ -133,11 +132,11 @@ def _exact_sum_rate() -> tuple[int, float]:
     rng = np.random.default_rng(0)
     c = rng.integers(1, 1 << 20, 10_000_000).astype(np.float64)
     terms = c * np.log2(c)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     v = ExactSum.of(terms).value()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert v == math.fsum(terms)
-    return terms.size, seconds
+    return terms.size, seconds, cpu
 
 
 def main() -> None:
@@ -194,7 +193,7 @@ def main() -> None:
             results[method] = json.loads(line[0][7:])
     mb = 1 << 20
     print(
-        f"{'method':<34}{'wall s':>8}{'client peak MB':>16}{'growth MB':>11}"
+        f"{'method':<34}{'wall s':>8}{'client CPU s':>14}{'client peak MB':>16}{'growth MB':>11}"
         f"{'largest table rows':>20}{'tasks':>7}"
     )
     for name, label in (
@@ -203,7 +202,7 @@ def main() -> None:
     ):
         r = results[name]
         print(
-            f"{label:<34}{r['wall_s']:>8.1f}{r['peak_rss'] / mb:>16.0f}"
+            f"{label:<34}{r['wall_s']:>8.1f}{r['cpu_s']:>14.1f}{r['peak_rss'] / mb:>16.0f}"
             f"{(r['peak_rss'] - r['baseline_rss']) / mb:>11.0f}"
             f"{r['largest_table_rows']:>20,}{r['tasks']:>7}"
         )
@@ -219,10 +218,10 @@ def main() -> None:
         max(abs(old[k] - new[k]) for k in old),
         json.dumps(new),
     )
-    n, seconds = _exact_sum_rate()
+    n, seconds, cpu = _exact_sum_rate()
     print(
-        f"ExactSum: {n / 1e6:.0f} M terms in {seconds:.3f} s ({n / seconds / 1e6:.0f} M terms/s), "
-        "equal to math.fsum"
+        f"ExactSum: {n / 1e6:.0f} M terms in {seconds:.3f} s wall, {cpu:.3f} s CPU "
+        f"({n / cpu / 1e6:.0f} M terms per CPU second), equal to math.fsum"
     )
 
 

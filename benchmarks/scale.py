@@ -137,7 +137,9 @@ def decode(address: str, affs: Path, out: Path, pieces, agglomeration: str = "di
     r = run_cli(["decode", str(affs), "--chunks", ",".join(map(str, pieces)), "--out", str(out), "--scheduler",
                  address, f"decode.agglomeration={agglomeration}", "decode.thresholds=[0.3, 0.5]"], cap_mb)
     if r["rc"] == 0:
-        m = json.loads((out / "metrics.json").read_text())
+        from em_chunks.io import layout
+
+        m = json.loads(layout.metrics_json(out).read_text())
         r.update(fragments=m["fragments"], edges=m["region_graph_edges"], segments=m["segments"])
     return r
 
@@ -181,8 +183,10 @@ def main() -> None:
             if d["rc"] == 0 and p["rc"] == 0:
                 import zarr
 
-                same = np.array_equal(zarr.open_array(str(work / "dist.zarr" / "labels/segmentation/0"))[:],
-                                      zarr.open_array(str(work / "py.zarr" / "labels/segmentation/0"))[:])
+                from em_chunks.io import layout
+
+                same = np.array_equal(zarr.open_array(layout.segmentation_array(work / "dist.zarr"))[:],
+                                      zarr.open_array(layout.segmentation_array(work / "py.zarr"))[:])
                 print(f"distributed / python wall: {d['wall_s'] / p['wall_s']:.3f}; bit-identical: {same}", flush=True)
             results["compare"] = {"distributed": d, "python": p}
         if a.scale:

@@ -18,6 +18,7 @@ from em_chunks.config.decode import DecodeConfig
 from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
+from em_chunks.io import layout
 
 GRIDS = ["1,1,1", "2,4,4", "3,2,5"]
 
@@ -28,7 +29,7 @@ def _save(path, array):
 
 
 def _seg(out):
-    return zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:]
+    return zarr.open_array(layout.segmentation_array(out), mode="r")[:]
 
 
 def _seq(a):
@@ -97,13 +98,13 @@ def test_metrics_equal_scikit_image(synthetic, cluster_client, tmp_path):
     # evaluate on its own, with another chunking, agrees too
     e = evaluate(out, gt, "3,1,2", client=cluster_client)
     assert abs(e["adapted_rand_error"] - err) < 1e-9 and abs(e["voi_merge"] - merge) < 1e-9
-    written = json.loads((out / "metrics.json").read_text())
+    written = json.loads(layout.metrics_json(out).read_text())
     assert written["adapted_rand_error"] == m["adapted_rand_error"]
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads(layout.run_json(out).read_text())
     stages = {s["stage"] for s in record["stages"]}
     assert record["status"] == "complete"
     assert {"fragments", "links", "join-up-L0", "join-down-L0", "region-graph", "merge-up-L1", "merge-down-L0",
-            "finalize", "segmentation"} <= stages  # 2,2,2: octree levels 0 and 1, all on the workers
+            "finalize", "segmentation", "image"} <= stages  # 2,2,2: octree levels 0 and 1, all on the workers
     assert all(s["voxels_per_s"] > 0 for s in record["stages"])
 
 
@@ -115,14 +116,14 @@ def test_resume_skips_done_chunks_and_ends_identical(synthetic, cluster_client, 
     decode(affs, out, "2,2,2", client=cluster_client, progress=False)
     # simulate a run killed during the last stage: half the chunks lost their data and marker
     state = RunState(out)
-    arr = zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r+")
+    arr = zarr.open_array(layout.segmentation_array(out), mode="r+")
     from em_chunks.geometry import ChunkGrid, storage_aligned
 
     grid = ChunkGrid(arr.shape, (2, 2, 2), align=storage_aligned(arr.shape, (2, 2, 2)))
     for chunk in list(grid)[:4]:
         (state.stage_dir("segmentation") / f"{chunk.id}.npz").unlink()
         arr[chunk.core.slices()] = 0
-    (out / "metrics.json").unlink()
+    layout.metrics_json(out).unlink()
     capsys.readouterr()
     decode(affs, out, "2,2,2", client=cluster_client, progress=False)
     err = capsys.readouterr().err
@@ -130,7 +131,7 @@ def test_resume_skips_done_chunks_and_ends_identical(synthetic, cluster_client, 
     assert "segmentation: 4 chunk(s) to run, 4 already done (skipped)" in err
     assert "fragments: 0 chunk(s) to run, 8 already done (skipped)" in err
     assert np.array_equal(_seg(out), _seg(ref))
-    assert (out / "metrics.json").exists()
+    assert layout.metrics_json(out).exists()
 
 
 def test_rerun_with_other_configuration_is_refused(synthetic, cluster_client, tmp_path):
@@ -216,3 +217,19 @@ def test_distributed_agglomeration_is_bit_identical_to_the_single_process_one(fn
         assert m["agglomeration"] == "distributed" and ref["agglomeration"] == "python"
     fragments = zarr.open_array(str(ref_out / "work" / "fragments"), mode="r")[:]
     assert np.unique(fragments).size > 1000  # a graph worth merging: uint8 noise gives many fragments
+
+
+def test_consecutive_ids_are_one_to_n_and_the_same_partition(synthetic, cluster_client, tmp_path):
+    affs, gt, _ = synthetic
+    packed = tmp_path / "packed.zarr"
+    decode(affs, packed, "2,2,2", DecodeConfig(), client=cluster_client, progress=False)
+    out = tmp_path / "consecutive.zarr"
+    m = decode(affs, out, "2,2,2", DecodeConfig(segment_ids="consecutive"), gt, client=cluster_client,
+               progress=False)
+    seg = _seg(out)
+    ids = np.unique(seg[seg != 0])
+    assert np.array_equal(ids, np.arange(1, ids.size + 1, dtype=np.uint64)) and ids.size == m["segments"]
+    assert same_partition(seg, _seg(packed))
+    labels = zarr.open_array(str(gt), mode="r")[:].astype(np.int64)
+    err = adapted_rand_error(labels, seg.astype(np.int64))[0]
+    assert abs(err - m["adapted_rand_error"]) < 1e-9  # scikit-image takes the ids as they are

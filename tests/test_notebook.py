@@ -6,6 +6,7 @@ temporary folder, so whatever ``python3`` kernel is installed elsewhere does not
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -68,6 +69,14 @@ def test_quickstart_notebook_runs_against_a_local_cluster(tmp_path, monkeypatch)
     # the dashboard link is shown, and the figures were drawn (sections, metrics bars, overlay)
     stdout = "\n".join(_text(c) for c in nb.cells if c.cell_type == "code")
     assert "dashboard: http" in stdout
+    # the output as napari's reader sees it: the affinities image, then its segmentation label
+    if importlib.util.find_spec("ome_zarr") is not None:
+        found = [line.split() for line in stdout.splitlines() if line.startswith("napari layer:")]
+        layers = [words[2] for words in found]
+        assert layers[0] == "affinities" and layers[-1] == "segmentation", layers
+    if importlib.util.find_spec("neuroglancer") is not None:
+        assert "neuroglancer: http://127.0.0.1:" in stdout
+        assert "layers: raw, affinities, segmentation" in stdout
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 3
 
@@ -90,3 +99,16 @@ def test_quickstart_notebook_runs_against_a_local_cluster(tmp_path, monkeypatch)
     assert not Path(summary["work_dir"]).exists()
     assert not list(scratch.glob("emchunks-quickstart-*"))
     assert not list(cwd.iterdir())
+
+
+def test_the_stored_notebook_shows_its_results():
+    """It is stored executed, so a reader sees its figures and numbers before running it."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    # top to bottom, in one run
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for c in code for o in c.outputs) >= 3
+    (summary_cell,) = [c for c in nb.cells if "summary" in c.metadata.get("tags", [])]
+    assert json.loads(_text(summary_cell))["decode"]["adapted_rand_error"] < 0.05

@@ -6,6 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from em_chunks.ops import exact_sum
 from em_chunks.ops.exact_sum import ExactSum
 
 
@@ -48,12 +49,19 @@ def test_random_magnitudes_equal_fsum(seed):
     assert ExactSum.of(small).value() == _exact(small)
 
 
-def test_many_terms_beyond_one_block_equal_fsum():
-    # more terms than one bincount block (2**25): the block sums must stay exact
-    rng = np.random.default_rng(5)
-    x = np.repeat(rng.random(1 << 10) * 2.0**52, (1 << 25) // (1 << 10) + 3)
-    x[::7] *= -1.0
-    assert ExactSum.of(x).value() == math.fsum(x)
+@pytest.mark.parametrize("block", [None, 1 << 25])
+def test_many_terms_over_blocks_are_exact(block, monkeypatch):
+    """Worst case for the per-exponent float64 accumulation: 2**25 + 3 terms, all with the largest
+    mantissa and one exponent, in the default blocks and in the largest block the bound allows."""
+    if block is not None:
+        monkeypatch.setattr(exact_sum, "_BLOCK", block)
+    n = (1 << 25) + 3
+    x = np.full(n, float(2**53 - 1))
+    assert ExactSum.of(x).units == n * (2**53 - 1) << exact_sum.UNIT_EXPONENT
+    assert ExactSum.of(x).value() == float(n * (2**53 - 1))
+    y = np.repeat(np.random.default_rng(5).random(1 << 10) * 2.0**52, 1000)
+    y[::7] *= -1.0
+    assert ExactSum.of(y).value() == math.fsum(y)
 
 
 def test_order_and_grouping_do_not_matter():

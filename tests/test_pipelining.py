@@ -10,6 +10,7 @@ from em_chunks.api.predict import predict
 from em_chunks.learn.checkpoint import save_checkpoint
 from em_chunks.learn.models import build_model
 from em_chunks.synthetic import make_synthetic_em
+from em_chunks.io import layout
 
 
 def test_decoding_overlaps_inference_on_cpu_workers(tmp_path):
@@ -42,5 +43,5 @@ def test_decoding_overlaps_inference_on_cpu_workers(tmp_path):
     last_infer = max(stop(t) for t in infer)
     overlapping = [t for t in later if start(t) < last_infer and t["worker"] != gpu_addr]
     assert overlapping, "no blending/decoding ran on the CPU worker while inference was still running"
-    affs = zarr.open_array(str(tmp_path / "out.zarr" / "affinities" / "0"), mode="r")[:]
+    affs = zarr.open_array(layout.image_array(tmp_path / "out.zarr"), mode="r")[:]
     assert np.isfinite(affs).all() and affs.std() > 0

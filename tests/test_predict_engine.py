@@ -10,6 +10,7 @@ import pytest
 import torch
 import zarr
 
+from _ngff import reader_nodes, validate_output
 from conftest import same_partition
 from em_chunks.api.predict import predict
 from em_chunks.api.workflow import Workflow
@@ -18,6 +19,7 @@ from em_chunks.io.tileset_make import make_tileset
 from em_chunks.learn.checkpoint import save_checkpoint
 from em_chunks.learn.models import build_model
 from em_chunks.synthetic import make_synthetic_em
+from em_chunks.io import layout
 
 GRIDS = ["1,1,1", "2,4,4", "3,2,5"]
 
@@ -35,7 +37,7 @@ def setup(tmp_path_factory):
 
 
 def _affs(out):
-    return zarr.open_array(str(out / "affinities" / "0"), mode="r")[:]
+    return zarr.open_array(layout.image_array(out), mode="r")[:]
 
 
 def test_affinities_bit_identical_across_grids(setup, cluster_client, tmp_path):
@@ -46,7 +48,7 @@ def test_affinities_bit_identical_across_grids(setup, cluster_client, tmp_path):
         out = tmp_path / f"{grid}.zarr"
         predict(tiles, ckpt, out, grid, wf, client=cluster_client, progress=False)
         affs[grid] = _affs(out)
-        segs[grid] = zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:]
+        segs[grid] = zarr.open_array(layout.segmentation_array(out), mode="r")[:]
     assert affs["1,1,1"].shape == (3, 20, 64, 64) and affs["1,1,1"].dtype == np.float32
     assert affs["1,1,1"].std() > 0  # the model produced something
     for grid in GRIDS[1:]:
@@ -70,23 +72,29 @@ def test_cli_from_tile_json_to_metrics_and_resume(setup, tmp_path, capsys):
     out = tmp_path / "run.zarr"
     args = ["predict", str(tiles), "--checkpoint", str(ckpt), "--chunks", "2,2,2", "--out", str(out), "--labels", str(tiles), "--workers", "2"]
     assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads(layout.metrics_json(out).read_text())
     for key in ("adapted_rand_error", "voi_split", "voi_merge"):
         assert key in metrics and np.isfinite(metrics[key])
-    assert (out / "preview.png").stat().st_size > 0
-    record = json.loads((out / "run.json").read_text())
+    assert layout.preview_png(out).stat().st_size > 0
+    record = json.loads(layout.run_json(out).read_text())
     assert [s["stage"] for s in record["stages"]][:2] == ["infer", "blend"]
     root = zarr.open_group(str(out), mode="r")
     assert root["labels"].attrs["ome"]["labels"] == ["segmentation"]
-    assert root["affinities"].attrs["ome"]["multiscales"][0]["axes"][0]["name"] == "c"
+    assert root.attrs["ome"]["multiscales"][0]["axes"][0]["name"] == "c"
+    # the printed path opens in one go: affinities and their segmentation label (napari's reader)
+    assert f"outputs: {out}" in capsys.readouterr().out
+    nodes = reader_nodes(out)
+    assert [k for k, _, _ in nodes] == [["Multiscales"], ["Labels"], ["Label", "Multiscales"]]
+    assert nodes[0][1] == [(3,) + labels.shape] and nodes[2][1] == [labels.shape]
+    validate_output(out)
     before = _affs(out)
     capsys.readouterr()
-    saved = (out / "run.json").read_bytes()
+    saved = layout.run_json(out).read_bytes()
     assert main(args) == 0  # a rerun of a complete run reports it and leaves it alone
     assert "already complete with this configuration" in capsys.readouterr().err
-    assert (out / "run.json").read_bytes() == saved
+    assert layout.run_json(out).read_bytes() == saved
     # a run that did not complete (e.g. Ctrl-C after the last chunk) resumes: every stage skips every chunk
-    (out / "run.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    layout.run_json(out).write_text(json.dumps({**record, "status": "interrupted"}))
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "infer: 0 chunk(s) to run, 8 already done (skipped)" in err

@@ -22,10 +22,11 @@ from em_chunks.api.decode import decode
 from em_chunks.cli.main import main
 from em_chunks.engine.state import RunState
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
+from em_chunks.io import layout
 
 
 def _seg(out: Path) -> np.ndarray:
-    return zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:]
+    return zarr.open_array(layout.segmentation_array(out), mode="r")[:]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_killed_worker_costs_a_retry_not_a_result(affinities, tmp_path):
         thread = threading.Thread(target=run)
         thread.start()
         assert _wait_for_markers(out, "fragments", 4)
-        finished_before_kill = (out / "metrics.json").exists()
+        finished_before_kill = layout.metrics_json(out).exists()
         os.kill(next(iter(pids.values())), signal.SIGKILL)  # the nanny restarts it; its tasks are rescheduled
         thread.join(timeout=300)
     assert not finished_before_kill
@@ -84,7 +85,7 @@ def test_killed_run_resumes_and_ends_identical(affinities, tmp_path):
     assert _wait_for_markers(out, "fragments", 6), proc.communicate(timeout=5)
     os.killpg(proc.pid, signal.SIGKILL)  # the whole command: client, scheduler and workers
     proc.wait(timeout=30)
-    assert not (out / "metrics.json").exists()
+    assert not layout.metrics_json(out).exists()
     state = RunState(out)
     done = {stage: len(state.done(stage)) for stage in ("fragments", "links", "region-graph", "segmentation")}
     assert done["fragments"] >= 6 and sum(done.values()) < 4 * 64  # killed half-way
@@ -93,7 +94,7 @@ def test_killed_run_resumes_and_ends_identical(affinities, tmp_path):
     for stage, n in done.items():
         assert f"{stage}: {64 - n} chunk(s) to run, {n} already done (skipped)" in rerun.stderr, stage
     assert same_partition(_seg(out), _seg(ref))
-    assert (out / "metrics.json").exists()
+    assert layout.metrics_json(out).exists()
 
 
 def test_half_written_chunk_is_never_done(affinities, tmp_path):
@@ -104,7 +105,7 @@ def test_half_written_chunk_is_never_done(affinities, tmp_path):
     state = RunState(out)
     marker = state.stage_dir("segmentation") / "3.npz"
     marker.unlink()
-    arr = zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r+")
+    arr = zarr.open_array(layout.segmentation_array(out), mode="r+")
     from em_chunks.geometry import ChunkGrid, storage_aligned
 
     grid = ChunkGrid(arr.shape, (2, 2, 2), align=storage_aligned(arr.shape, (2, 2, 2)))
@@ -147,13 +148,13 @@ def test_failing_chunk_is_reported_and_rerun_finishes_the_rest(tmp_path, capsys)
     assert "infer chunk" in line and tile.name in line and "[" in line  # the chunk's box and the file
     done = RunState(out).done("infer")
     assert 0 < len(done) < 8
-    assert not (out / "metrics.json").exists()
+    assert not layout.metrics_json(out).exists()
     tile.write_bytes(original)  # fix the tile
     capsys.readouterr()
     assert main(args) == 0
     err = capsys.readouterr().err
     assert f"infer: {8 - len(done)} chunk(s) to run, {len(done)} already done (skipped)" in err
-    assert (out / "metrics.json").exists()
+    assert layout.metrics_json(out).exists()
 
 
 def test_parallel_run_equals_sequential(affinities, cluster_client, tmp_path):

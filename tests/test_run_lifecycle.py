@@ -25,6 +25,7 @@ from em_chunks.engine.record import RunRecord
 from em_chunks.engine.runner import run_stage
 from em_chunks.engine.state import RunState, log_path
 from em_chunks.geometry import ChunkGrid
+from em_chunks.io import layout
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +69,8 @@ def test_rerun_of_a_complete_decode_keeps_its_records_and_takes_seconds(volume, 
         str(volume / "gt.zarr"),
     ]
     assert main(argv) == 0
-    first = {name: (out / name).read_bytes() for name in ("run.json", "metrics.json")}
+    files = {"run.json": layout.run_json(out), "metrics.json": layout.metrics_json(out)}
+    first = {name: path.read_bytes() for name, path in files.items()}
     stages = json.loads(first["run.json"])["stages"]
     assert {s["stage"] for s in stages} >= {"fragments", "links", "region-graph", "segmentation"}
     per_chunk = [s for s in stages if s["stage"] in ("fragments", "links", "region-graph", "segmentation")]
@@ -83,9 +85,8 @@ def test_rerun_of_a_complete_decode_keeps_its_records_and_takes_seconds(volume, 
     assert seconds < 10, seconds
     # reported from the records, without starting a cluster
     assert "already complete with this configuration" in err and "dashboard" not in err
-    assert {
-        name: (out / name).read_bytes() for name in first
-    } == first  # not rewritten with 0-second stages
+    # not rewritten with 0-second stages
+    assert {name: path.read_bytes() for name, path in files.items()} == first
     assert np.array_equal(
         zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")[:], segmentation
     )
@@ -125,7 +126,7 @@ def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_p
         env=_env(),
         start_new_session=True,
     )
-    markers = out / ".emchunks" / "fragments"
+    markers = RunState(out).stage_dir("fragments")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         if markers.is_dir() and len(list(markers.glob("*.npz"))) >= 2:
@@ -145,11 +146,11 @@ def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_p
         lines[-1],
     ), lines[-1]
     assert sum("interrupted" in l for l in lines) == 1
-    record = json.loads((out / "run.json").read_text())
+    record = json.loads(layout.run_json(out).read_text())
     assert record["status"] == "interrupted" and record["message"] == lines[-1]
     done = len(RunState(out).done("fragments"))
     assert 2 <= done < 256
-    assert not (out / "metrics.json").exists()
+    assert not layout.metrics_json(out).exists()
 
     # the same command resumes, and without a terminal it says how far it got every period
     t0 = time.monotonic()
@@ -160,7 +161,7 @@ def test_ctrl_c_in_decode_is_one_line_and_the_same_command_resumes(volume, tmp_p
     assert rerun.returncode == 0, rerun.stderr
     assert f"fragments: {256 - done} chunk(s) to run, {done} already done (skipped)" in rerun.stderr
     assert "Traceback" not in rerun.stderr and "CommClosedError" not in rerun.stderr
-    assert json.loads((out / "run.json").read_text())["status"] == "complete"
+    assert json.loads(layout.run_json(out).read_text())["status"] == "complete"
     progress = [l for l in rerun.stderr.splitlines() if l.startswith("progress ")]
     assert progress and all(re.search(r"\d+/256 chunks", l) and "ETA" in l for l in progress)
     # the log file holds every line, with timestamps; progress lines at least every few periods
@@ -229,13 +230,13 @@ def test_pipelined_predict_reports_each_stages_own_time(cluster_client, tmp_path
             client=cluster_client,
             progress=False,
         )
-    record = json.loads((tmp_path / "out.zarr" / "run.json").read_text())
+    record = json.loads(layout.run_json(tmp_path / "out.zarr").read_text())
     wall = record["wall_seconds"]
     assert record["voxels"] == 16 * 64 * 64 and record["voxels_per_s"] == pytest.approx(
         record["voxels"] / wall, rel=0.01
     )
     rows = {r["stage"]: r for r in record["stages"]}
-    saved = json.loads((tmp_path / "out.zarr" / "metrics.json").read_text())
+    saved = json.loads(layout.metrics_json(tmp_path / "out.zarr").read_text())
     assert (
         list(rows)[:4] == ["infer", "blend", "fragments", "links"]
         and saved["stages"] == record["stages"]

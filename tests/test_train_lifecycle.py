@@ -148,7 +148,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(vol):
     assert metrics["iterations"] == reached + 4 and metrics["iterations_this_run"] == 4
     assert read_checkpoint(out / "last.pt")["iteration"] == reached + 4
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
-    assert "resumed from" in (out / ".emchunks" / "run.log").read_text()
+    assert "resumed from" in (out / "train.log").read_text()
 
 
 def test_train_refuses_a_folder_holding_a_run_and_overwrite_replaces_it(vol, capsys):

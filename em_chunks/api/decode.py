@@ -10,7 +10,10 @@ from distributed import Client
 
 from em_chunks.api.run import completed, computing_run
 from em_chunks.config.decode import DecodeConfig
+from em_chunks.config.output import OutputConfig
 from em_chunks.engine.decode import check_affinities, check_labels, run_decode
+from em_chunks.engine.overview import create_overview, write_overview
+from em_chunks.engine.pyramid import write_pyramids
 from em_chunks.engine.source import Source
 from em_chunks.geometry import ChunkGrid, parse_chunks, storage_aligned
 from em_chunks.ops.params import DecodeParams
@@ -38,6 +41,7 @@ def decode(
     config: Optional[DecodeConfig] = None,
     labels: Optional[str | Path] = None,
     *,
+    output: Optional[OutputConfig] = None,
     scheduler: Optional[str] = None,
     workers: int = 2,
     client: Optional[Client] = None,
@@ -48,6 +52,7 @@ def decode(
     Every input is checked before anything is written. A rerun with the same arguments resumes.
     """
     config = config or DecodeConfig()
+    output = output or OutputConfig()
     params = decode_params(config)
     src = Source.open(affinities)
     check_affinities(src, params)
@@ -63,15 +68,22 @@ def decode(
         "chunks": list(pieces),
         "labels": str(Path(labels).resolve()) if labels is not None else None,
         "decode": config.model_dump(mode="json"),
+        "output": output.model_dump(mode="json"),
     }
-    done = completed("decode", Path(out), resolved)
+    out = Path(out)
+    done = completed("decode", out, resolved)
     if done is not None:
         return done
-    voxels = int(np.prod(shape))
-    with computing_run("decode", Path(out), resolved, scheduler=scheduler, workers=workers, client=client,
-                       voxels=voxels) as run:
+    voxel = src.voxel_size()
+    with computing_run("decode", out, resolved, scheduler=scheduler, workers=workers,
+                       client=client, voxels=int(np.prod(shape))) as run:
+        kw = dict(record=run.record, progress=progress)
+        create_overview(out, shape, grid.align, voxel)  # the image the segmentation belongs to
         run.metrics = run_decode(
-            run.client, src, Path(out), grid, params, labels=lab, record=run.record,
-            voxel_size=src.voxel_size(), progress=progress,
+            run.client, src, out, grid, params, labels=lab, record=run.record,
+            voxel_size=voxel, progress=progress,
         )
+        write_overview(run.client, out, grid, src, params.channels, **kw)
+        write_pyramids(run.client, out, ["image", "segmentation"], output,
+                       budget_voxels=max(c.core.size for c in grid), **kw)
     return run.metrics

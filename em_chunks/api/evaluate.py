@@ -15,13 +15,14 @@ from em_chunks.engine.record import write_json
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
 from em_chunks.geometry import ChunkGrid, parse_chunks
+from em_chunks.io import layout
 
 
 def _segmentation_source(path: str | Path) -> Source:
-    """A segmentation volume; for an emchunks output group, its ``labels/segmentation``."""
+    """A segmentation volume; for an emchunks output group (any layout), its segmentation."""
     p = Path(path)
-    if p.is_dir() and (p / "labels" / "segmentation").is_dir():
-        return Source.open(p / "labels" / "segmentation")
+    if p.is_dir() and layout.label_group(p).is_dir():
+        return Source.open(layout.segmentation_array(p))
     return Source.open(p)
 
 

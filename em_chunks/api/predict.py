@@ -19,10 +19,12 @@ from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import check_labels, run_decode
 from em_chunks.engine.predict import InferenceSpec, submit_inference
 from em_chunks.engine.preview import write_preview
+from em_chunks.engine.pyramid import write_pyramids
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, ChunkGrid, parse_chunks, storage_aligned
-from em_chunks.io.ome_zarr import check_alignment, create_image, open_root
+from em_chunks.io import layout
+from em_chunks.io.ome_zarr import check_alignment, create_root_image, open_root
 
 
 def _sha256(path: Path) -> str:
@@ -122,6 +124,7 @@ def predict(
         "checkpoint_sha256": _sha256(Path(checkpoint)), "labels": str(Path(labels).resolve()) if labels else None,
         "chunks": list(pieces), "predict": cfg.model_dump(mode="json", exclude={"input", "labels", "checkpoint", "chunks"}),
         "decode": wf.decode.model_dump(mode="json"), "window": list(spec.window),
+        "output": wf.output.model_dump(mode="json"),
     }
     done = completed("predict", out, resolved)
     if done is not None:
@@ -132,24 +135,28 @@ def predict(
         check_alignment(shape, align, [c.core for c in grid])
         channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
         voxel = raw.voxel_size() or wf.voxel_size
-        affs = create_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
+        affs = create_root_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
         # inference and the first decoding stages are submitted together: a chunk is decoded as soon as
         # it and its neighbours have affinities, while later chunks are still being inferred
-        upstream = submit_inference(run.client, raw, out, grid, spec, f"{out}/{affs.path}", progress=progress,
+        upstream = submit_inference(run.client, raw, out, grid, spec, layout.image_array(out), progress=progress,
                                     resources={"GPU": 1} if gpu_workers(run.client) else None)
-        aff_src = Source.open(f"{out}/affinities/0")
+        aff_src = Source.open(layout.image_array(out))
         metrics = run_decode(run.client, aff_src, out, grid, params, labels=lab, record=run.record,
                              voxel_size=voxel, progress=progress, upstream=upstream)
         metrics["window"] = list(spec.window)
         if cfg.preview:
             z = shape[0] // 2
             section = Box((z, 0, 0), (1,) + shape[1:])
-            seg_arr = zarr.open_array(f"{out}/labels/segmentation/0", mode="r")
-            write_preview(out / "preview.png", raw.read(section)[0], np.asarray(affs[:, z]), np.asarray(seg_arr[z]))
-            metrics["preview"] = str(out / "preview.png")
-        shutil.rmtree(out / "work" / "partials", ignore_errors=True)
+            seg_arr = zarr.open_array(layout.segmentation_array(out), mode="r")
+            write_preview(layout.preview_png(out), raw.read(section)[0], np.asarray(affs[:, z]),
+                          np.asarray(seg_arr[z]))
+            metrics["preview"] = str(layout.preview_png(out))
+        shutil.rmtree(layout.partials_dir(out), ignore_errors=True)
+        write_pyramids(run.client, out, ["image", "segmentation"], wf.output,
+                       budget_voxels=max(c.core.size for c in grid), record=run.record,
+                       progress=progress)
         run.metrics = metrics
-    return run.metrics
+    return {**run.metrics, "out": str(out)}
 
 
 def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConfig, wf: Workflow, *,

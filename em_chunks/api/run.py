@@ -16,8 +16,9 @@ from em_chunks.engine.interrupt import reliable_interrupts
 from em_chunks.engine.log import format_rate, format_seconds, heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
 from em_chunks.engine.runner import forget_submitted, submitted
-from em_chunks.engine.state import STATE_DIR, RunState, fingerprint, log_path
+from em_chunks.engine.state import RunState, fingerprint, log_path
 from em_chunks.errors import ChunkFailure, InputError, Interrupted
+from em_chunks.io import layout
 
 
 def check_out(out: Path) -> None:
@@ -25,10 +26,8 @@ def check_out(out: Path) -> None:
     if out.exists():
         if not out.is_dir():
             raise InputError(f"--out {out}: exists and is not a directory")
-        if any(out.iterdir()) and not (out / STATE_DIR).is_dir():
-            raise InputError(
-                f"--out {out}: exists and is not an emchunks output; choose a new path"
-            )
+        if any(out.iterdir()) and not layout.is_output(out):
+            raise InputError(f"--out {out}: exists and is not an emchunks output; choose a new path")
 
 
 class Run:
@@ -55,7 +54,7 @@ def completed(command: str, out: str | Path, config: Mapping[str, Any]) -> Optio
     figures stay as the run that made them measured them (a rerun reports in seconds).
     """
     out = Path(out)
-    if not (out / STATE_DIR).is_dir():
+    if layout.layout_of(out) != layout.LAYOUT_VERSION:
         return None
     state = RunState(out)
     try:
@@ -63,8 +62,8 @@ def completed(command: str, out: str | Path, config: Mapping[str, Any]) -> Optio
             return None
     except InputError:
         return None  # another configuration: the caller's claim reports it
-    record = _read_json(out / "run.json")
-    metrics = _read_json(out / "metrics.json")
+    record = _read_json(layout.run_json(out))
+    metrics = _read_json(layout.metrics_json(out))
     if (
         record is None
         or metrics is None

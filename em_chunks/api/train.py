@@ -14,7 +14,6 @@ from em_chunks.engine.cluster import connect, dashboard_link
 from em_chunks.engine.interrupt import reliable_interrupts
 from em_chunks.engine.log import heartbeat, log_file, say
 from em_chunks.engine.record import RunRecord
-from em_chunks.engine.state import log_path
 from em_chunks.errors import InputError, Interrupted
 
 
@@ -43,7 +42,7 @@ def train(
     do not fit, a configuration that cannot yield a batch. Ctrl-C saves a checkpoint and raises
     :class:`Interrupted` (``run.json`` status ``interrupted``); the same call with ``resume=True`` continues.
     """
-    from em_chunks.learn.run_dir import check_train_out, clear_run
+    from em_chunks.learn.run_dir import check_train_out, clear_run, log_path
     from em_chunks.learn.trainer import check_batches, resolve_volumes
     from em_chunks.learn.trainer import train as train_loop
 
@@ -67,7 +66,7 @@ def train(
                 f"(pass a larger --iterations to train on)"
             )
             return _saved_metrics(out) or {"iterations": reached}
-    record = RunRecord("train", out, {"train": config.model_dump(mode="json"), "resume": resume})
+    record = RunRecord("train", out, {"train": config.model_dump(mode="json"), "resume": resume}, record_dir=out)
     ctx = (
         contextlib.nullcontext(client)
         if client is not None

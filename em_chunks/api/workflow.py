@@ -12,13 +12,14 @@ from pydantic import Field, model_validator
 
 from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, named_overrides, validate
 from em_chunks.config.decode import DecodeConfig
+from em_chunks.config.output import OutputConfig
 from em_chunks.errors import InputError
 
 FORMAT_VERSION = 1
 
 
 class Workflow(FrozenModel):
-    """A whole recipe: training, prediction and decoding settings (each section optional)."""
+    """A whole recipe: training, prediction, decoding, output settings (each section optional)."""
 
     format_version: int = FORMAT_VERSION
     name: str = "workflow"
@@ -27,6 +28,7 @@ class Workflow(FrozenModel):
     train: Optional[dict[str, Any]] = None
     predict: Optional[dict[str, Any]] = None
     decode: DecodeConfig = DecodeConfig()
+    output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
     def _sections(self) -> "Workflow":
@@ -61,7 +63,7 @@ def resolve_workflow_path(path: str | Path | None) -> Optional[Path]:
     if path is None:
         return None
     p = Path(path)
-    if p.exists():
+    if p.is_file():  # not a folder named like a built-in (e.g. ./demo, the demo's own output)
         return p
     for cand in (BUILTIN / f"{path}.yaml", Path("workflows") / f"{path}.yaml"):
         if cand.exists():

@@ -61,3 +61,4 @@ from em_chunks.cli.predict import demo_command, predict_command  # noqa: E402
 
 app.command("predict")(predict_command)
 app.command("demo")(demo_command)
+from em_chunks.cli.view import view_command; app.command("view")(view_command)  # noqa: E402

@@ -10,7 +10,7 @@ import typer
 from typing_extensions import Annotated
 
 from em_chunks.cli.options import ChunksOpt, SchedulerOpt, WorkersOpt
-from em_chunks.cli.summary import print_metrics
+from em_chunks.cli.summary import print_metrics, print_outputs
 
 
 def decode_command(
@@ -37,9 +37,10 @@ def decode_command(
         extra.append(f"decode.thresholds=[{', '.join(str(t) for t in threshold)}]")
         names[extra[-1]] = " ".join(f"--threshold {t:g}" for t in threshold)
     wf = load_workflow(config, extra, names)
-    metrics = decode(affinities, out, chunks, wf.decode, labels, scheduler=scheduler, workers=workers)
+    metrics = decode(affinities, out, chunks, wf.decode, labels, output=wf.output,
+                     scheduler=scheduler, workers=workers)
     print_metrics(metrics, title=f"decode -> {out}")
-    typer.echo(f"segmentation: {out}/labels/segmentation/0")
+    print_outputs(out)
 
 
 def evaluate_command(

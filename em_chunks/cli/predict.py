@@ -9,7 +9,7 @@ import typer
 from typing_extensions import Annotated
 
 from em_chunks.cli.options import SchedulerOpt, WorkersOpt
-from em_chunks.cli.summary import print_metrics
+from em_chunks.cli.summary import print_metrics, print_outputs
 
 
 def predict_command(
@@ -34,6 +34,8 @@ def predict_command(
     workflow = config if config is not None else ("demo" if input is None else None)
     metrics = predict(input, checkpoint, out, chunks, workflow, labels, overrides=overrides, scheduler=scheduler, workers=workers)
     print_metrics(metrics, title="predict")
+    if "out" in metrics:
+        print_outputs(Path(metrics["out"]))
     if "preview" in metrics:
         typer.echo(f"preview: {metrics['preview']}")
 
@@ -53,4 +55,5 @@ def demo_command(
 
     metrics = run_demo(out, chunks, iterations=iterations, scheduler=scheduler, workers=workers)
     print_metrics(metrics, title="emchunks demo")
-    typer.echo(f"outputs: {metrics['out']} (open with napari or neuroglancer); preview: {metrics.get('preview')}")
+    print_outputs(Path(metrics["out"]))
+    typer.echo(f"preview: {metrics.get('preview')}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from rich.console import Console
@@ -24,3 +25,12 @@ def print_metrics(metrics: Mapping[str, Any], title: str = "metrics") -> None:
         elif isinstance(v, (int, str)):
             table.add_row(k, str(v))
     console.print(table)
+
+
+def print_outputs(out: Path) -> None:
+    """Where the results are and how to look at them (docs/outputs.md)."""
+    from em_chunks.io import layout
+
+    print(f"outputs: {out} (OME-Zarr: opens in napari with the segmentation as its label layer)")
+    print(f"segmentation: {layout.segmentation_array(out)}; run record: {layout.run_json(out)}")
+    print(f"view: emchunks view {out}   (neuroglancer; add --raw IMAGE for the raw data)")

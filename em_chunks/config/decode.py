@@ -25,9 +25,10 @@ class DecodeConfig(FrozenModel):
     dust_merge_size: int = Field(0, ge=0, description="merge segments smaller than this into their best neighbour")
     dust_remove_size: int = Field(0, ge=0, description="set segments smaller than this (after merging) to 0")
     channels: tuple[int, ...] = Field((0, 1, 2), description="affinity channels used: z, y, x short range")
-    segment_ids: Literal["packed", "first_voxel"] = Field(
+    segment_ids: Literal["packed", "first_voxel", "consecutive"] = Field(
         "packed", description="packed: chunk index in the high bits; first_voxel: 1 + flat index of the "
-        "segment's first voxel (bit-identical output for any chunk grid)")
+        "segment's first voxel (bit-identical output for any chunk grid); consecutive: 1..N, for tools that "
+        "index by label (renumbered on the workers, no serial pass)")
     agglomeration: Literal["auto", "distributed", "python", "waterz"] = Field(
         "auto", description="distributed (auto): exact merging on the workers, block by block; python / waterz: "
         "the whole region graph in one worker task (the single-process reference; waterz breaks ties its own way)")

@@ -35,7 +35,8 @@ from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, Chunk, ChunkGrid
 from em_chunks.geometry.octree import Octree
-from em_chunks.io.ome_zarr import check_alignment, create_image, create_work_array, open_root
+from em_chunks.io.ome_zarr import check_alignment, create_fragments, create_segmentation, create_work_array, \
+    open_root
 from em_chunks.ops import metrics as M
 from em_chunks.ops.affinity import as_float_affinities
 from em_chunks.ops.agglomerate import scoring_of
@@ -282,8 +283,8 @@ def prepare_outputs(out: Path, grid: ChunkGrid, voxel_size: Optional[Sequence[fl
     root = open_root(out)
     store = tuple(grid.align)
     check_alignment(shape, store, [c.core for c in grid])  # no two tasks ever write one storage chunk
-    frag_arr = create_work_array(root, "fragments", shape, np.uint64, store)
-    seg_arr = create_image(root, "segmentation", shape, np.uint64, store, voxel_size, label=True)
+    frag_arr = create_fragments(root, shape, store)
+    seg_arr = create_segmentation(root, shape, store, voxel_size)
     return f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}"
 
 
@@ -318,9 +319,21 @@ def run_decode(
     trial = trial_of(params)
     fs = submit_fragments(sub, t, params, trial.merging.full_histograms, up)
     final = submit_agglomeration(sub, fs, trial, _backend(params), params.segment_ids)
+    consecutive = params.segment_ids == "consecutive"
+    ids_mode = "packed" if consecutive else params.segment_ids
+    written = t
+    if consecutive:  # packed ids first, renumbered 1..N below
+        root = open_root(out)
+        packed = create_work_array(root, "segmentation-ids", tuple(grid.shape), np.uint64, tuple(grid.align))
+        written = dataclasses.replace(t, segmentation=f"{out}/{packed.path}")
     seg = sub.stage("segmentation", list(grid), stage_segmentation,
-                    lambda c: (t, fs.paths, trial, params.segment_ids), lambda c: [final.get(c.id)])
+                    lambda c: (written, fs.paths, trial, ids_mode), lambda c: [final.get(c.id)])
     done = collect(up.runs + sub.runs, state, record=record)
+    if consecutive:
+        from em_chunks.engine.consecutive import run_consecutive
+
+        run_consecutive(client, state, grid, written.segmentation, t.segmentation, "packed", record=record,
+                        progress=progress)
     metrics: dict[str, Any] = {
         "fragments": int(sum(int(s["fragments"]) for st, r in done.items() if st.startswith("join-up")
                              for s in r.values())),

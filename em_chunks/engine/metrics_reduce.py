@@ -267,7 +267,8 @@ def reduce_contingencies(
     K.split_counts(K.KeyedCounts.empty(), 0, split)  # checks split
     chunks = sorted(chunks, key=lambda c: c.id)
     shape = TreeShape(len(chunks), fan_in, split, split_leaves)
-    if (shape.digit(shape.levels) + 1) * (split.bit_length() - 1) > 64:
+    digits = shape.digit(shape.levels - 1) + 1 if shape.levels else 0
+    if digits * (split.bit_length() - 1) > 64:
         raise ValueError(f"{len(chunks)} chunks need more hash digits than 64 bits hold")
     t0 = time.perf_counter()
     done = state.done(stage) if state is not None else set()
@@ -301,15 +302,13 @@ def reduce_contingencies(
         else _submit_tree(client, leaves, shape, n_tables, key_prefix, token, retries)
     )
     final_keys = {f.key for f in finals}
+    skipped = len(done & {c.id for c in chunks})
     bar = _Progress(progress)
-    bar.add(
-        stage, len(chunks) - len(done & {c.id for c in chunks}), len(done & {c.id for c in chunks})
-    )
+    bar.add(stage, len(chunks) - skipped, skipped)
     if progress:
         print(
             f"{stage}: exact metrics reduced on the workers: {shape.tasks} task(s) in "
-            f"{shape.levels} "
-            f"level(s), {len(finals)} final part(s)",
+            f"{shape.levels} level(s), {len(finals)} final part(s)",
             file=sys.stderr,
         )
     sums = [MetricSums() for _ in range(n_tables)]
@@ -366,11 +365,9 @@ def contingency_scores(
     """The exact scores (``ops/metrics.scores``'s keys) of each of the ``n_tables`` tables that
     ``produce(chunk, *args_for(chunk))`` returns per chunk, summed over ``chunks`` on the workers.
 
-    ``options``: ``state``/``stage`` (resume of the leaves), ``fan_in``, ``split``,
-    ``split_leaves``,
-    ``retries``, ``record``,
-    ``progress`` (:func:`reduce_contingencies`). Raises InputError when no voxel has a
-    ground-truth label."""
+    ``options`` (see :func:`reduce_contingencies`): ``state``/``stage`` (resume of the leaves),
+    ``fan_in``, ``split``, ``split_leaves``, ``retries``, ``record``, ``progress``. Raises
+    InputError when no voxel has a ground-truth label."""
     return reduce_contingencies(
         client, chunks, produce, args_for, n_tables, key_prefix=key_prefix, **options
     ).scores()

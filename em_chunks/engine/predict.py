@@ -25,6 +25,7 @@ from em_chunks.engine.runner import submit_stage
 from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
 from em_chunks.geometry import Box, Chunk, ChunkGrid
+from em_chunks.io import layout
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def submit_inference(
     from em_chunks.engine.decode import Upstream
 
     state = RunState(out)
-    work = str(out / "work" / "partials")
+    work = str(layout.partials_dir(out))
     chunks = list(grid)
     sw = spec.sliding_window()
     boxes = {c.id: sw.partial_box(c.core) for c in chunks}

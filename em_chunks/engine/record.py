@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from em_chunks.io import layout
+
 _PACKAGES = ("emchunks", "dask", "distributed", "zarr", "numcodecs", "numpy", "waterz", "torch", "scikit-image", "pydantic")
 
 
@@ -84,6 +86,15 @@ class RunRecord:
     dashboard: str | None = None
     voxels: int | None = None
     stage_totals: dict[str, int] = field(default_factory=dict)
+    #: where run.json and metrics.json go; None: the output's run group (``io.layout``). Training
+    #: keeps them beside its checkpoints.
+    record_dir: Path | None = None
+
+    def run_json_path(self) -> Path:
+        return Path(self.record_dir) / "run.json" if self.record_dir is not None else layout.run_json(self.out)
+
+    def metrics_json_path(self) -> Path:
+        return Path(self.record_dir) / "metrics.json" if self.record_dir is not None else layout.metrics_json(self.out)
 
     def add_stage(self, timing: StageTiming) -> None:
         self.stages.append(timing)
@@ -140,9 +151,9 @@ class RunRecord:
         if message:
             record["message"] = message
         record.update(extra or {})
-        write_json(self.out / "run.json", record)
+        write_json(self.run_json_path(), record)
         if status == "complete" and metrics_file:
             full = {**(metrics or {}), "stages": self.stage_table(), **totals}
-            write_json(self.out / "metrics.json", full)
+            write_json(self.metrics_json_path(), full)
             return full
         return None

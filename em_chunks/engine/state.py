@@ -18,8 +18,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from em_chunks.errors import InputError
+from em_chunks.io import layout
 
-STATE_DIR = ".emchunks"
+STATE_DIR = str(layout.state_dir(""))  # relative to the output root (io/layout.py says where)
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -38,24 +39,24 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def log_path(out: str | Path) -> Path:
-    """The log file of the run whose output is ``out`` (every command's messages, with timestamps).
-
-    Kept beside the resume state, outside the arrays; the one place that says where it goes."""
-    return RunState(out).dir / "run.log"
+    """The log file of the run whose output is ``out`` (every command's messages, with timestamps):
+    in the run's group of non-zarr files (``io.layout.log_file``)."""
+    return layout.log_file(out)
 
 
 class RunState:
-    """Done markers and summaries under ``root/.emchunks``."""
+    """Done markers and summaries in the output's state folder (``io.layout.state_dir``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.dir = self.root / STATE_DIR
+        self.dir = layout.state_dir(self.root)
 
     # ---- configuration fingerprint ----------------------------------------------------------
     def check_claim(self, command: str, config: Mapping[str, Any]) -> bool:
         """Whether ``root`` holds an earlier run of this configuration (True) or nothing yet (False);
         writes nothing. Raises :class:`InputError` naming the differing fields for another configuration.
         """
+        layout.refuse_legacy(self.root)
         path = self.dir / "fingerprint.json"
         wanted = {"command": command, "config": json.loads(json.dumps(config, default=str))}
         if path.exists():
@@ -82,6 +83,7 @@ class RunState:
             return True
         path = self.dir / "fingerprint.json"
         wanted = {"command": command, "config": json.loads(json.dumps(config, default=str))}
+        layout.ensure_run_dir(self.root)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
         tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True))

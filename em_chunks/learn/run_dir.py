@@ -12,9 +12,15 @@ from pathlib import Path
 
 from em_chunks.errors import InputError
 
-#: files a training run writes into its folder (checkpoint-*.pt besides)
-RUN_FILES = ("last.pt", "best.pt", "swa.pt", "metrics.json", "run.json")
-RUN_DIRS = ("tensorboard", ".emchunks")
+#: files a training run writes into its folder (checkpoint-*.pt besides); the log is ``train.log``
+LOG = "train.log"
+RUN_FILES = ("last.pt", "best.pt", "swa.pt", "metrics.json", "run.json", LOG)
+RUN_DIRS = ("tensorboard",)
+
+
+def log_path(out: Path) -> Path:
+    """The training run's log (every line the command printed, with timestamps), beside its checkpoints."""
+    return Path(out) / LOG
 
 
 def run_files(out: Path) -> list[Path]:

@@ -89,3 +89,11 @@ def discretize(aff: np.ndarray, bins: int = BINS) -> np.ndarray:
 def to_fixed(aff: np.ndarray) -> np.ndarray:
     """Affinities as int64 multiples of 2**-32, so sums are exact and independent of summation order."""
     return np.rint(np.asarray(aff, dtype=np.float64) * FIXED_ONE).astype(np.int64)
+
+
+def mean_affinity_u8(affs: np.ndarray) -> np.ndarray:
+    """A grey picture of the boundaries: the mean of the (C, Z, Y, X) affinities per voxel, 0..255
+    (membranes dark, cell interiors bright, as in EM). Decode's outputs show it as their image."""
+    a = as_float_affinities(affs).astype(np.float64)
+    mean = a.sum(axis=0) / a.shape[0]
+    return np.clip(np.floor(mean * 255.0 + 0.5), 0, 255).astype(np.uint8)

@@ -81,9 +81,10 @@ def decode_volume(
     grid = ChunkGrid(tuple(affs.shape[1:]), tuple(pieces), CONTEXT_GROW)
     labels, table = fragments_volume(affs, grid, params)
     edges = region_graph_volume(affs, labels, table, grid, params)
+    ids = "packed" if params.segment_ids == "consecutive" else params.segment_ids
     per_threshold = agglomerate(
         table, edges, params.thresholds, params.merge_function, params.init_with_max,
-        params.dust_merge_size, params.dust_remove_size, params.segment_ids, backend=params.agglomeration,
+        params.dust_merge_size, params.dust_remove_size, ids, backend=params.agglomeration,
     )
     out = []
     for seg_of_fragment in per_threshold:
@@ -91,6 +92,9 @@ def decode_volume(
         for ch in grid:
             lookup = table.segment_lookup(seg_of_fragment, [ch.id])
             seg[ch.core.slices()] = relabel_chunk(labels[ch.core.slices()], lookup)
+        if params.segment_ids == "consecutive":  # ids 1..N in the order of the packed ids
+            uniq, inv = np.unique(seg, return_inverse=True)
+            seg = (inv.reshape(seg.shape) + (0 if uniq[0] == 0 else 1)).astype(np.uint64)
         out.append(seg)
     return out
 

@@ -22,7 +22,8 @@ class DecodeParams:
     channels: the three short-range affinity channels (z, y, x) to read.
     agglomeration: "auto" = "distributed" (octree of blocks on the workers) | "python" | "waterz"
     (the whole graph in one task; see engine/decode.py).
-    segment_ids: "packed" (chunk index in the high bits) or "first_voxel" (1 + C-order index of the
+    segment_ids: "packed" (chunk index in the high bits), "consecutive" (1..N, renumbered after the
+    decode: engine/consecutive.py) or "first_voxel" (1 + C-order index of the
     segment's first voxel: identical numbers for every chunk grid).
     """
 
@@ -62,5 +63,5 @@ class DecodeParams:
         if len(ch) != 3 or any(c < 0 for c in ch):
             raise InputError(f"decode.channels {self.channels!r}: expected three channel indices (z, y, x)")
         object.__setattr__(self, "channels", ch)
-        if self.segment_ids not in SEGMENT_ID_MODES:
+        if self.segment_ids not in SEGMENT_ID_MODES + ("consecutive",):
             raise InputError(f"decode.segment_ids {self.segment_ids!r}: expected one of {', '.join(SEGMENT_ID_MODES)}")
