@@ -420,7 +420,8 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
 
 
 # ---- emchunks predict, end to end ----------------------------------------------------------------
-STAGE_LINE = re.compile(r"^(?P<stage>[\w-]+): done in (?P<s>[0-9.]+) s")
+# "infer: done in 12.5 s" (older runs) or "infer: 8 chunk(s) in 7.5 s (...); done 12.5 s after submission"
+STAGE_LINE = re.compile(r"^(?P<stage>[\w-]+): (?:done in|.*; done) (?P<s>[0-9.]+) s")
 
 
 def step_predict_cli(s: dict[str, Any], limit: float, res: Result) -> None:

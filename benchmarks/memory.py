@@ -238,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"decode FAILED after {wall:.1f} s: {error}")
     for s in stages:
         vps = s["voxels_per_s"]
-        print(f"  stage {s['stage']:13s} {s['seconds']:7.1f} s  {vps / 1e6 if vps else float('nan'):7.3f} Mvoxel/s  ({s['chunks_run']} chunks)")
+        print(f"  stage {s['stage']:13s} span {s['span_seconds']:7.1f} s  busy {s['busy_seconds']:7.1f} s  "
+              f"{vps / 1e6 if vps else float('nan'):7.3f} Mvoxel/s  ({s['chunks_run']} chunks)")
     if metrics is not None:
         seg = zarr.open_array(str(out / "labels" / "segmentation" / "0"), mode="r")
         print(f"segmentation written: {seg.shape} {seg.dtype}")

@@ -13,3 +13,12 @@ class InputError(Exception):
 
 class ChunkFailure(Exception):
     """One or more chunks failed; the message lists each chunk's box and cause."""
+
+
+class Interrupted(BaseException):
+    """The user interrupted a command (Ctrl-C) after its state was saved; the message is the one line
+    to show (what was kept and how to resume). A ``BaseException``, like ``KeyboardInterrupt``, so that
+    ``except Exception`` never swallows it; the CLI prints the message and exits 130."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))

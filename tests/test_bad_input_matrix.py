@@ -4,6 +4,7 @@ nothing written that could be mistaken for a result."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,16 @@ def files(tmp_path_factory) -> dict[str, Path]:
         else:
             tile.write_bytes(tile.read_bytes()[:40])
         f[name] = sub
+    f["fib_quick"] = Path(__file__).resolve().parents[1] / "workflows" / "fib-quick.yaml"
+    f["image_only"] = make_tileset(image, d / "image_only", tile_size=24)  # no label layer
+    zarr.save_array(str(d / "img.zarr"), image, zarr_format=3)
+    zarr.save_array(str(d / "gt_float.zarr"), labels.astype(np.float32), zarr_format=3)
+    zarr.save_array(str(d / "gt_float64.zarr"), labels.astype(np.float64), zarr_format=3)
+    f["img"], f["gt_float"], f["gt_float64"] = d / "img.zarr", d / "gt_float.zarr", d / "gt_float64.zarr"
+    import tifffile
+
+    tifffile.imwrite(d / "gt_float.tif", labels.astype(np.float32))
+    f["gt_float_tif"] = d / "gt_float.tif"
     affs = synthetic_affinities(labels).astype(np.float32)
     zarr.save_array(str(d / "affs.zarr"), affs, zarr_format=3)
     zarr.save_array(str(d / "gt.zarr"), labels.astype(np.uint32), zarr_format=3)
@@ -95,6 +106,45 @@ CASES = {
     "train-chunks": (["train", "{tiles}", "--chunks", "a,b,c", "--out", OUT], "--chunks"),
     "tileset-info-missing-key": (["tileset", "info", "{missing_key}"], "height"),
     "tileset-make-missing-volume": (["tileset", "make", "{dir}/nope.tif", OUT], "nope.tif"),
+    # labels that are not segment ids: float dtypes, a tile JSON without a label layer (issue 15)
+    "evaluate-float32-labels": (["evaluate", "{gt}", "--labels", "{gt_float}"], "float32"),
+    "evaluate-float64-labels-tiff": (["evaluate", "{gt}", "--labels", "{gt_float_tif}"], "float32"),
+    "evaluate-float-segmentation": (["evaluate", "{gt_float64}", "--labels", "{gt}"], "float64"),
+    "evaluate-image-only-tiles": (["evaluate", "{gt}", "--labels", "{image_only}"], "no label layer"),
+    "decode-float-labels": (["decode", "{affs}", "--labels", "{gt_float}", "--out", OUT], "float32"),
+    "decode-image-only-labels": (["decode", "{affs}", "--labels", "{image_only}", "--out", OUT], "no label layer"),
+    "predict-image-only-labels": (["predict", "{tiles}", "--checkpoint", "{ckpt}", "--labels", "{image_only}", "--out", OUT], "no label layer"),
+    "tune-float-labels": (["tune", "{affs}", "--labels", "{gt_float}", "--out", OUT], "float32"),
+    "train-float-labels": (["train", "{tiles}", "--labels", "{gt_float}", "--out", OUT], "float32"),
+    "train-image-only-labels": (["train", "{tiles}", "--labels", "{image_only}", "--out", OUT], "no label layer"),
+    "train-image-only-valid-mask": (["train", "{tiles}", "--valid-mask", "{image_only}", "--out", OUT], "no valid_mask layer"),
+    "train-missing-tile": (["train", "{missing_tile}", "--out", OUT], "not found"),
+    # tile grids asked of what is not there
+    "tileset-make-crop-beyond-y": (["tileset", "make", "{img}", OUT, "--crop", "0:4,0:100,0:10"], "axis y range 0:100 is outside the volume of shape (8, 48, 48)"),
+    "tileset-make-crop-beyond-z": (["tileset", "make", "{img}", OUT, "--crop", "2:9,:,:"], "axis z"),
+    "tileset-make-crop-negative": (["tileset", "make", "{img}", OUT, "--crop", "0:4,-8:48,0:10"], "axis y"),
+    "tileset-make-crop-empty": (["tileset", "make", "{img}", OUT, "--crop", "3:3,:,:"], "selects nothing"),
+    "tileset-make-out-is-a-file": (["tileset", "make", "{img}", "{tiles}"], "exists and is not a folder"),
+    # a --scheduler nobody answers at: refused at once, before the output is claimed
+    "decode-scheduler-refused": (["decode", "{affs}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "connection refused"),
+    "decode-scheduler-no-port": (["decode", "{affs}", "--out", OUT, "--scheduler", "localhost"], "not a scheduler address"),
+    "decode-scheduler-dashboard-url": (["decode", "{affs}", "--out", OUT, "--scheduler", "http://127.0.0.1:1"], "web address"),
+    "decode-scheduler-unknown-host": (["decode", "{affs}", "--out", OUT, "--scheduler", "tcp://no-such-host.invalid:8786"], "unknown host"),
+    "predict-scheduler-refused": (["predict", "{tiles}", "--checkpoint", "{ckpt}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
+    "evaluate-scheduler-refused": (["evaluate", "{gt}", "--labels", "{gt}", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
+    "tune-scheduler-refused": (["tune", "{affs}", "--labels", "{gt}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
+    "train-scheduler-refused": (["train", "{tiles}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
+    # a bad override names the override, not the workflow file it did not come from
+    "train-negative-iterations": (["train", "{tiles}", "--out", OUT, "--config", "{fib_quick}", "iterations=-5"], "command-line override 'iterations=-5'"),
+    "train-bad-nested-override": (["train", "{tiles}", "--out", OUT, "optimizer.lr=-1"], "command-line override 'optimizer.lr=-1'"),
+    "train-override-empty-key": (["train", "{tiles}", "--out", OUT, "=3"], "expected key=value"),
+    "decode-threshold-flag": (["decode", "{affs}", "--out", OUT, "--threshold", "7"], "--threshold 7"),
+    "predict-bad-set": (["predict", "{tiles}", "--checkpoint", "{ckpt}", "--out", OUT, "--set", "predict.tta=bogus"], "predict.tta=bogus"),
+    # a training configuration that cannot yield a batch is refused before training
+    "train-rejection-impossible": (["train", "{tiles}", "--out", OUT, "data.patch=[4,16,16]", "data.rejection.size_thres=5000",
+                                    "data.rejection.p=1"], "size_thres"),
+    "train-resume-nothing": (["train", "{tiles}", "--out", OUT, "--resume"], "no last.pt"),
+    "train-resume-and-overwrite": (["train", "{tiles}", "--out", OUT, "--resume", "--overwrite"], "choose one"),
 }
 
 
@@ -103,8 +153,11 @@ def test_bad_input_exits_2_with_one_line(case, files, capsys):
     argv, needle = CASES[case]
     names = {k: str(v) for k, v in files.items()}
     args = [a.format(**names, case=case) for a in argv]
+    before = sorted(p.name for p in files["dir"].iterdir())
     capsys.readouterr()
+    t0 = time.perf_counter()
     code = main(args)
+    seconds = time.perf_counter() - t0
     err = capsys.readouterr().err
     lines = [l for l in err.strip().splitlines() if l.strip()]
     assert code == 2, (case, err)
@@ -112,3 +165,6 @@ def test_bad_input_exits_2_with_one_line(case, files, capsys):
     assert needle in lines[0], (case, lines[0])
     assert "Traceback" not in err
     assert not Path(OUT.format(dir=files["dir"], case=case)).exists(), "something was written"
+    assert sorted(p.name for p in files["dir"].iterdir()) == before, "something was written"
+    if "scheduler" in case:  # refused at once, not after a connection timeout
+        assert seconds < 5, (case, seconds)

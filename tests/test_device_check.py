@@ -220,6 +220,9 @@ def test_a_stopped_cli_run_keeps_the_stages_it_finished(tmp_path):
     device_predict._record_cli(res, tmp_path / "none.zarr", 100 * 10**6, "", err, None, 60.0)
     assert res.status == "partial" and "blend" in res.error
     assert res["stage_done_s"] == {"infer": 12.5, "blend": 14.0}
+    # the runner's current stage lines (span, busy, and the time since submission the figure is)
+    line = "links: 8 chunk(s) in 0.3 s (first start to last end), 0.6 s busy on the workers; done 11.2 s after submission"
+    assert device_predict.STAGE_LINE.match(line)["s"] == "11.2"
     assert res["infer_blend_mvoxel_per_s"] == pytest.approx(100 / 14.0, rel=1e-3)
     assert "mvoxel_per_s" not in res.figures and res["run_status"].startswith("no run.json")
 

@@ -89,7 +89,13 @@ def test_cli_from_tile_json_to_metrics_and_resume(setup, tmp_path, capsys):
     validate_output(out)
     before = _affs(out)
     capsys.readouterr()
-    assert main(args) == 0  # a rerun resumes: every stage skips every chunk
+    saved = layout.run_json(out).read_bytes()
+    assert main(args) == 0  # a rerun of a complete run reports it and leaves it alone
+    assert "already complete with this configuration" in capsys.readouterr().err
+    assert layout.run_json(out).read_bytes() == saved
+    # a run that did not complete (e.g. Ctrl-C after the last chunk) resumes: every stage skips every chunk
+    layout.run_json(out).write_text(json.dumps({**record, "status": "interrupted"}))
+    assert main(args) == 0
     err = capsys.readouterr().err
     assert "infer: 0 chunk(s) to run, 8 already done (skipped)" in err
     assert np.array_equal(_affs(out), before)

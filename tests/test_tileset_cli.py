@@ -55,7 +55,8 @@ def test_info_quick_checks_headers(tmp_path, capsys):
 @requires_data
 @pytest.mark.parametrize("args,needle", [
     (["--crop", "0:8,0:96"], "--crop"),
-    (["--crop", "300:310,:,:"], "selects nothing"),
+    (["--crop", "300:310,:,:"], "axis z range 300:310 is outside the volume of shape (30, 512, 512)"),
+    (["--crop", "0:4,0:600,0:100"], "axis y range 0:600 is outside"),
     (["--tile-size", "0"], "tile-size"),
 ])
 def test_make_refuses_bad_options(tmp_path, capsys, args, needle):

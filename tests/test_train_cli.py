@@ -32,7 +32,7 @@ def test_cli_trains_and_writes_checkpoints(vol, capsys):
                "data.patch=[8,16,16]", "model.config={widths: [4, 8]}", "data.chunk_iter=2"])
     assert rc == 0
     assert (vol / "out" / "best.pt").exists() and (vol / "out" / "metrics.json").exists()
-    assert "trained 3 iterations" in capsys.readouterr().out
+    assert "trained 3 of 3 iterations; train loss (EMA)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, message", [

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from distributed import Client
 
-from em_chunks.api.run import computing_run
+from em_chunks.api.run import completed, computing_run
 from em_chunks.config.decode import DecodeConfig
 from em_chunks.config.output import OutputConfig
 from em_chunks.engine.decode import check_affinities, check_labels, run_decode
@@ -70,9 +71,12 @@ def decode(
         "output": output.model_dump(mode="json"),
     }
     out = Path(out)
+    done = completed("decode", out, resolved)
+    if done is not None:
+        return done
     voxel = src.voxel_size()
     with computing_run("decode", out, resolved, scheduler=scheduler, workers=workers,
-                       client=client) as run:
+                       client=client, voxels=int(np.prod(shape))) as run:
         kw = dict(record=run.record, progress=progress)
         create_overview(out, shape, grid.align, voxel)  # the image the segmentation belongs to
         run.metrics = run_decode(

@@ -7,7 +7,6 @@ The assets are kept in the demo folder, so ``emchunks predict --chunks 2,4,4`` (
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -42,13 +41,20 @@ def ensure_demo_assets(root: Path = DEMO_DIR, *, client: Any = None, iterations:
     root = Path(root)
     tiles = make_demo_data(root)
     ckpt = root / "model" / "best.pt"
-    if not ckpt.exists():
+    last = root / "model" / "last.pt"
+    wf = load_workflow("demo")
+    cfg = dict(wf.train or {})
+    previous = _metrics(root / "model")
+    unfinished = last.exists() and previous.get("stopped_by") == "interrupt"  # Ctrl-C while training
+    if unfinished and iterations is None:
+        iterations = previous.get("iterations_planned")  # finish what that run set out to do
+    if not ckpt.exists() or unfinished:
         from em_chunks.engine.cluster import connect
+        from em_chunks.engine.log import say
+        from em_chunks.errors import Interrupted
         from em_chunks.learn.config import TrainConfig
         from em_chunks.learn.trainer import train
 
-        wf = load_workflow("demo")
-        cfg = dict(wf.train or {})
         cfg["data"] = {**cfg["data"], "volumes": [{"image": str(tiles)}]}
         config = TrainConfig.model_validate(cfg)
         import torch
@@ -56,13 +62,36 @@ def ensure_demo_assets(root: Path = DEMO_DIR, *, client: Any = None, iterations:
         # the local workers share these cores: one torch thread in the trainer avoids oversubscription
         # (measured ~5x faster per step on 2 busy cores than torch's default)
         torch.set_num_threads(1)
-        print(f"demo: training the small model ({iterations or config.iterations} iterations) ...", file=sys.stderr)
-        if client is None:
-            with connect(None, 2, gpu="never") as c:
-                train(config, root / "model", client=c, iterations=iterations, progress=progress, log=lambda m: print(m, file=sys.stderr))
-        else:
-            train(config, root / "model", client=client, iterations=iterations, progress=progress, log=lambda m: print(m, file=sys.stderr))
+        resume = last.exists()
+        verb = f"continuing the small model's training from iteration {_iteration(last)}" if resume else "training the small model"
+        say(f"demo: {verb} ({iterations or config.iterations} iterations) ...")
+        kw = dict(iterations=iterations, progress=progress, resume=resume, overwrite=not resume, log=say,
+                  quiet_log=lambda m: say(m, console=False))
+        try:
+            if client is None:
+                with connect(None, 2, gpu="never") as c:
+                    train(config, root / "model", client=c, **kw)
+            else:
+                train(config, root / "model", client=client, **kw)
+        except Interrupted as err:
+            raise Interrupted(f"{str(err).split(';')[0]}; the model is saved, and the same demo command "
+                              f"continues its training") from None
     return DemoAssets(tiles, ckpt)
+
+
+def _metrics(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _iteration(checkpoint: Path) -> int:
+    from em_chunks.learn.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(checkpoint).get("iteration", 0))
 
 
 def run_demo(out: str | Path = DEMO_DIR, chunks: str = "1,2,2", *, iterations: Optional[int] = None,

@@ -38,10 +38,15 @@ def evaluate(
 ) -> dict[str, float]:
     """Metrics of ``segmentation`` vs ``labels`` (label 0 ignored), exact for any chunking."""
     seg = _segmentation_source(segmentation)
-    gt = Source.open_labels(labels)
     if len(seg.shape) != 3:
         raise InputError(f"{seg.path}: a segmentation must be 3D (Z, Y, X), got shape {seg.shape}")
+    seg.check_ids("segmentation")
+    gt = Source.open_labels(labels)
     check_labels(gt, seg.shape)
+    if metrics_out is not None:
+        target = Path(metrics_out)
+        if target.is_dir() or (target.parent.exists() and not target.parent.is_dir()):
+            raise InputError(f"--metrics-out {target}: expected a file path (it is a folder, or inside a file)")
     pieces = parse_chunks(chunks, seg.shape) if chunks is not None else auto_pieces(seg.shape)
     grid = ChunkGrid(seg.shape, pieces)
     ctx = contextlib.nullcontext(client) if client is not None else connect(scheduler, workers)

@@ -12,7 +12,7 @@ import zarr
 from distributed import Client
 
 from em_chunks.api.decode import decode_params
-from em_chunks.api.run import computing_run
+from em_chunks.api.run import completed, computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.predict import PredictConfig
 from em_chunks.engine.cluster import gpu_workers
@@ -126,7 +126,11 @@ def predict(
         "decode": wf.decode.model_dump(mode="json"), "window": list(spec.window),
         "output": wf.output.model_dump(mode="json"),
     }
-    with computing_run("predict", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
+    done = completed("predict", out, resolved)
+    if done is not None:
+        return done
+    with computing_run("predict", out, resolved, scheduler=scheduler, workers=workers, client=client,
+                       voxels=int(np.prod(shape))) as run:
         root = open_root(out)
         check_alignment(shape, align, [c.core for c in grid])
         channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
@@ -170,6 +174,9 @@ def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConf
     params = decode_params(wf.decode)
     resolved = {"input": str(listing.resolve()), "images": [str(p) for p in images], "checkpoint": str(checkpoint.resolve()),
                 "checkpoint_sha256": _sha256(checkpoint), "predict": cfg.model_dump(mode="json"), "decode": wf.decode.model_dump(mode="json")}
+    done = completed("predict-singly", out, resolved)
+    if done is not None:
+        return done
     with computing_run("predict-singly", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
         run.metrics = run_singly(run.client, images, out, spec, params, record=run.record, progress=progress)
     return run.metrics

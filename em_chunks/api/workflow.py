@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from pydantic import Field, model_validator
 
-from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, validate
+from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, named_overrides, validate
 from em_chunks.config.decode import DecodeConfig
 from em_chunks.config.output import OutputConfig
 from em_chunks.errors import InputError
@@ -71,8 +71,12 @@ def resolve_workflow_path(path: str | Path | None) -> Optional[Path]:
     raise InputError(f"--config {path}: file not found (and no built-in workflow of that name)")
 
 
-def load_workflow(path: str | Path | None = None, overrides: list[str] | None = None) -> Workflow:
-    """Read and validate a workflow YAML (``None``: all defaults), with ``key=value`` overrides."""
+def load_workflow(path: str | Path | None = None, overrides: list[str] | None = None,
+                  override_names: dict[str, str] | None = None) -> Workflow:
+    """Read and validate a workflow YAML (``None``: all defaults), with ``key=value`` overrides.
+
+    A bad field is reported against the override that set it (named by ``override_names``, e.g. by
+    the flag that made it, else as ``command-line override 'KEY=VALUE'``) or else the file."""
     p = resolve_workflow_path(path)
     data: Any = load_yaml(p) if p is not None else {}
     if data is None:
@@ -80,4 +84,11 @@ def load_workflow(path: str | Path | None = None, overrides: list[str] | None = 
     if not isinstance(data, dict):
         raise InputError(f"{p}: a workflow must be a mapping of sections (train, predict, decode)")
     data = apply_overrides(data, overrides)
-    return validate(Workflow, data, str(p) if p else "workflow")
+    source = str(p) if p else "workflow"
+    from em_chunks.config.predict import PredictConfig
+    from em_chunks.learn.config import TrainConfig
+
+    for name, model in (("train", TrainConfig), ("predict", PredictConfig)):  # sections first: exact field paths
+        if isinstance(data.get(name), dict):
+            validate(model, data[name], source, named_overrides(overrides or [], (name,), override_names), f"{name}.")
+    return validate(Workflow, data, source, named_overrides(overrides or [], (), override_names))

@@ -5,11 +5,26 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from em_chunks import __version__
 
+#: the order commands are listed in ``--help`` and docs/cli.md: the order a user runs them in
+PIPELINE_ORDER = ("tileset", "train", "predict", "decode", "evaluate", "tune", "demo")
+
+
+class _PipelineOrder(TyperGroup):
+    """Lists commands in pipeline order (typer would list sub-apps like ``tileset`` last)."""
+
+    def list_commands(self, ctx) -> list[str]:  # type: ignore[no-untyped-def]
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(PIPELINE_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
 app = typer.Typer(
     name="emchunks",
+    cls=_PipelineOrder,
     help="Chunked, distributed neuron segmentation of EM volumes on Dask.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

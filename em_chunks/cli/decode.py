@@ -32,9 +32,11 @@ def decode_command(
     from em_chunks.api.workflow import load_workflow
 
     extra = list(overrides or [])
+    names = {}
     if threshold:
         extra.append(f"decode.thresholds=[{', '.join(str(t) for t in threshold)}]")
-    wf = load_workflow(config, extra)
+        names[extra[-1]] = " ".join(f"--threshold {t:g}" for t in threshold)
+    wf = load_workflow(config, extra, names)
     metrics = decode(affinities, out, chunks, wf.decode, labels, output=wf.output,
                      scheduler=scheduler, workers=workers)
     print_metrics(metrics, title=f"decode -> {out}")

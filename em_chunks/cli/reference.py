@@ -40,7 +40,7 @@ def render() -> str:
     root = typer.main.get_command(app)
     ctx = root.context_class(root, info_name="emchunks")
     lines = ["# CLI reference", "", "Generated from the typer app by `python -m em_chunks.cli.reference`; a test keeps it in sync.", ""]
-    for name in sorted(root.commands):  # type: ignore[attr-defined]
+    for name in root.list_commands(ctx):  # pipeline order, as --help lists them
         cmd = root.commands[name]  # type: ignore[attr-defined]
         if hasattr(cmd, "commands"):
             for sub in sorted(cmd.commands):

@@ -23,6 +23,7 @@ def make_command(
     volume: Annotated[str, typer.Argument(help="Volume to tile: TIFF stack, zarr array or tile JSON.")],
     out_dir: Annotated[Path, typer.Argument(help="Folder for the PNG tiles and tiles.json.")],
     labels: Annotated[Optional[str], typer.Option("--labels", help="Label volume (same shape) to tile beside.")] = None,
+    valid_mask: Annotated[Optional[str], typer.Option("--valid-mask", help="Valid-mask volume (same shape, nonzero = labels to trust) to tile beside.")] = None,
     tile_size: Annotated[int, typer.Option("--tile-size", min=1, help="Tile height and width in pixels.")] = 512,
     key: Annotated[Optional[str], typer.Option("--key", help="Array inside a zarr group (or tile-JSON layer).")] = None,
     label_key: Annotated[Optional[str], typer.Option("--label-key", help="Array inside the labels' zarr group.")] = None,
@@ -37,7 +38,7 @@ def make_command(
     from em_chunks.io.tileset import TileSet
     from em_chunks.io.tileset_make import make_tileset
 
-    path = make_tileset(volume, out_dir, labels=labels, tile_size=tile_size, key=key, label_key=label_key,
+    path = make_tileset(volume, out_dir, labels=labels, valid_mask=valid_mask, tile_size=tile_size, key=key, label_key=label_key,
                         pad_edges=pad_edges, absolute_paths=absolute_paths, crop=crop)
     ts = TileSet.from_json(path)
     rows, cols = ts.tile_grid()
@@ -49,7 +50,7 @@ def make_command(
 def info_command(
     tiles_json: Annotated[Path, typer.Argument(help="A PyTC tile JSON.")],
     quick: Annotated[bool, typer.Option("--quick", help="Check PNG headers only, do not decode every tile.")] = False,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Threads for checking tiles.")] = 2,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Threads for checking tiles (no cluster is started).")] = 2,
 ) -> None:
     """Shape, dtype and tile grid of TILES_JSON; checks every tile (missing, unreadable, wrong size/dtype).
 
@@ -70,7 +71,7 @@ def info_command(
     if spec.voxel_size:
         typer.echo(f"voxel size: {tuple(spec.voxel_size)} (z, y, x)")
     n_tiles = sum(1 for layer in ts.layers for _ in ts.iter_tiles(layer))
-    problems = ts.check(decode=not quick, workers=workers)
+    problems = ts.check(decode=not quick, workers=threads)
     typer.echo(f"tiles:      {n_tiles} checked ({'headers' if quick else 'decoded'}), {len(problems)} missing or unreadable")
     for msg in problems[:20]:
         typer.echo(f"  {msg}")

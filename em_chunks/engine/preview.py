@@ -1,4 +1,5 @@
-"""A PNG preview of a middle section: raw | affinities (RGB of the first three channels) | segmentation."""
+"""A PNG preview of a middle section: raw | affinities (RGB of the first three channels) | segmentation,
+each panel under a title strip that says what it shows."""
 
 from __future__ import annotations
 
@@ -32,17 +33,34 @@ def _label_rgb(seg: np.ndarray) -> np.ndarray:
     return rgb
 
 
+TITLE_HEIGHT = 16  # pixels of the strip above each panel
+
+
+def _titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """``panel`` (H, W, 3) under a white strip with ``title`` in black (cut to the panel's width)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    strip = Image.new("RGB", (panel.shape[1], TITLE_HEIGHT), "white")
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default(size=11)
+    text = title
+    while text and draw.textlength(text, font=font) > panel.shape[1] - 4:
+        text = text[:-1]
+    draw.text((2, 2), text, fill="black", font=font)
+    return np.concatenate([np.asarray(strip), panel], axis=0)
+
+
 def write_preview(path: Path, raw: Optional[np.ndarray], affs: Optional[np.ndarray], seg: Optional[np.ndarray]) -> Path:
-    """Write the panels that are given side by side (each a 2D section; affs is (C, Y, X))."""
+    """Write the panels that are given side by side (each a 2D section; affs is (C, Y, X)), titled."""
     import imageio.v3 as iio
 
     panels = []
     if raw is not None:
-        panels.append(_gray(raw))
+        panels.append(_titled(_gray(raw), "raw"))
     if affs is not None:
-        panels.append(_affinity_rgb(affs))
+        panels.append(_titled(_affinity_rgb(affs), "affinities (RGB = z,y,x)"))
     if seg is not None:
-        panels.append(_label_rgb(seg))
+        panels.append(_titled(_label_rgb(seg), "segmentation"))
     gap = np.full((panels[0].shape[0], 4, 3), 255, np.uint8)
     image = np.concatenate([p for panel in panels for p in (panel, gap)][:-1], axis=1)
     iio.imwrite(path, image)

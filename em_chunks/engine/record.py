@@ -39,20 +39,44 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 @dataclass
 class StageTiming:
+    """What one stage did, measured on the workers (each task's own start and end).
+
+    ``seconds`` is the stage's span: from its first task's start to its last task's end (stages run
+    side by side in a pipeline, so this is not "time since the pipeline started"). ``busy_seconds``
+    sums the tasks' own durations over all workers. ``first_start``/``last_end`` are epoch seconds.
+    """
+
     name: str
     seconds: float
     voxels: int
     chunks_run: int
     chunks_skipped: int
+    busy_seconds: float = 0.0
+    first_start: float | None = None
+    last_end: float | None = None
 
     @property
     def voxels_per_s(self) -> float:
+        """Voxels per second of the stage's span: its throughput on the whole cluster."""
         return self.voxels / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def voxels_per_worker_s(self) -> float:
+        """Voxels per second of task time: what one worker does (busy time, not waiting)."""
+        return self.voxels / self.busy_seconds if self.busy_seconds > 0 else float("nan")
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or value != value else round(value, digits)
 
 
 @dataclass
 class RunRecord:
-    """Collects what a run did; ``write`` puts ``run.json`` (always) and ``metrics.json`` (on success)."""
+    """Collects what a run did; ``write`` puts ``run.json`` (always) and ``metrics.json`` (on success).
+
+    ``voxels``: the volume's size, set by the command, for the whole run's voxels per wall second.
+    ``stage_totals``: chunks per stage seen so far (the runner fills it in), for progress on interrupt.
+    """
 
     command: str
     out: Path
@@ -60,28 +84,63 @@ class RunRecord:
     started: float = field(default_factory=time.time)
     stages: list[StageTiming] = field(default_factory=list)
     dashboard: str | None = None
+    voxels: int | None = None
+    stage_totals: dict[str, int] = field(default_factory=dict)
+    #: where run.json and metrics.json go; None: the output's run group (``io.layout``). Training
+    #: keeps them beside its checkpoints.
+    record_dir: Path | None = None
+
+    def run_json_path(self) -> Path:
+        return Path(self.record_dir) / "run.json" if self.record_dir is not None else layout.run_json(self.out)
+
+    def metrics_json_path(self) -> Path:
+        return Path(self.record_dir) / "metrics.json" if self.record_dir is not None else layout.metrics_json(self.out)
 
     def add_stage(self, timing: StageTiming) -> None:
         self.stages.append(timing)
 
+    def wall_seconds(self) -> float:
+        return time.time() - self.started
+
     def stage_table(self) -> list[dict[str, Any]]:
-        return [
-            {
+        """One row per stage: chunks, voxels, busy and span seconds (span's start and end relative to
+        the run's start, so each lies inside ``[0, wall_seconds]``), and the two rates."""
+        rows = []
+        for s in self.stages:
+            rows.append({
                 "stage": s.name,
-                "seconds": round(s.seconds, 4),
-                "voxels_per_s": round(s.voxels_per_s, 1) if s.seconds > 0 else None,
                 "chunks_run": s.chunks_run,
                 "chunks_skipped": s.chunks_skipped,
-            }
-            for s in self.stages
-        ]
+                "voxels": s.voxels,
+                "busy_seconds": round(s.busy_seconds, 4),
+                "span_seconds": round(s.seconds, 4),
+                "span_start_s": _round(s.first_start - self.started if s.first_start is not None else None),
+                "span_end_s": _round(s.last_end - self.started if s.last_end is not None else None),
+                "voxels_per_s": _round(s.voxels_per_s, 1),
+                "voxels_per_worker_s": _round(s.voxels_per_worker_s, 1),
+            })
+        return rows
 
-    def write(self, status: str, metrics: Mapping[str, Any] | None = None, error: str | None = None) -> None:
+    def totals(self) -> dict[str, Any]:
+        """The whole run: wall seconds and (when the volume size is known) voxels per wall second."""
+        wall = self.wall_seconds()
+        out: dict[str, Any] = {"wall_seconds": round(wall, 3)}
+        if self.voxels:
+            out.update({"voxels": int(self.voxels), "voxels_per_s": round(self.voxels / wall, 1) if wall > 0 else None})
+        return out
+
+    def write(self, status: str, metrics: Mapping[str, Any] | None = None, error: str | None = None,
+              message: str | None = None, *, extra: Mapping[str, Any] | None = None,
+              metrics_file: bool = True) -> dict[str, Any] | None:
+        """``run.json`` with ``status`` (running, complete, failed, interrupted) and ``extra`` fields; on
+        ``complete`` also ``metrics.json`` (the command's metrics plus the stage table and totals),
+        unless ``metrics_file`` is False (training writes its own). Returns what metrics.json holds."""
+        totals = self.totals()
         record = {
             "command": self.command,
             "status": status,
             "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
-            "wall_seconds": round(time.time() - self.started, 3),
+            **totals,
             "config": self.config,
             "versions": versions(),
             "dashboard": self.dashboard,
@@ -89,6 +148,12 @@ class RunRecord:
         }
         if error:
             record["error"] = error
-        write_json(layout.run_json(self.out), record)
-        if status == "complete":
-            write_json(layout.metrics_json(self.out), {**(metrics or {}), "stages": self.stage_table(), "wall_seconds": record["wall_seconds"]})
+        if message:
+            record["message"] = message
+        record.update(extra or {})
+        write_json(self.run_json_path(), record)
+        if status == "complete" and metrics_file:
+            full = {**(metrics or {}), "stages": self.stage_table(), **totals}
+            write_json(self.metrics_json_path(), full)
+            return full
+        return None

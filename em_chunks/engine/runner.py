@@ -8,14 +8,17 @@ saves the summary, which marks the chunk done. Only boxes, statuses and summarie
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from distributed import Client, as_completed
 
+from em_chunks.engine.log import format_rate, format_seconds, progress_period, say
 from em_chunks.engine.record import RunRecord, StageTiming
 from em_chunks.engine.state import RunState
 from em_chunks.errors import ChunkFailure, InputError
@@ -35,13 +38,24 @@ class FailedChunk:
         return f"{self.stage} chunk {self.chunk.name} box {self.chunk.core}: {self.error}"
 
 
+class TimedSummary(dict):
+    """A chunk's summary as its task returns it, carrying the task's own start and end (epoch seconds,
+    measured on the worker), from which the stage's busy time and span follow. It is the summary dict
+    itself (same keys), so code reading summaries needs to know nothing of it."""
+
+    __slots__ = ("start", "stop")
+
+
 def _execute(func: StageFunc, root: str, stage: str, chunk: Chunk, args: tuple, deps: list | None = None) -> Summary:
     """Worker side: run the stage, then mark the chunk done by saving its summary (data first).
 
     ``deps`` are the (already resolved) results of the tasks this one waited for; unused here."""
+    start = time.time()
     summary = func(chunk, *args)
     RunState(root).save(stage, chunk.id, summary)
-    return summary
+    out = TimedSummary(summary)
+    out.start, out.stop = start, time.time()
+    return out
 
 
 def _describe(exc: BaseException) -> str:
@@ -53,8 +67,38 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {' '.join(str(exc).split())}{where}"
 
 
+@dataclass
+class _Count:
+    """One stage's progress as seen by the client, and its tasks' measured times."""
+
+    total: int
+    skipped: int
+    voxels_total: int
+    done: int = 0
+    failed: int = 0
+    voxels: int = 0
+    busy: float = 0.0
+    first_start: Optional[float] = None
+    last_end: Optional[float] = None
+
+    def timed(self, summary: Any) -> None:
+        start, stop = getattr(summary, "start", None), getattr(summary, "stop", None)
+        if start is None or stop is None:
+            return
+        self.busy += stop - start
+        self.first_start = start if self.first_start is None else min(self.first_start, start)
+        self.last_end = stop if self.last_end is None else max(self.last_end, stop)
+
+    @property
+    def span(self) -> float:
+        return self.last_end - self.first_start if self.first_start is not None and self.last_end is not None else 0.0
+
+
 class _Progress:
-    """One rich progress display (a bar per stage) on a terminal; start and end lines otherwise."""
+    """Progress of the stages being collected: a live bar per stage on a terminal (when enabled), and
+    always a periodic one-line summary (chunks done/total, voxels/s, ETA) every
+    :func:`~em_chunks.engine.log.progress_period` seconds: on stderr when there is no live bar, in the
+    run log in any case. Without a terminal (a batch job, a pipe) the lines are the progress."""
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None
@@ -63,24 +107,85 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), transient=True, console=Console(stderr=True))
+                                TextColumn("{task.fields[rate]:>16}"), TimeRemainingColumn(), transient=True,
+                                console=Console(stderr=True))
             self.bar.start()
         self.tasks: dict[str, Any] = {}
+        self.counts: dict[str, _Count] = {}
+        self.t0 = time.time()
+        self.lock = threading.Lock()
+        self.period = progress_period()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="emchunks-progress", daemon=True)
+        self._thread.start()
 
-    def add(self, stage: str, total: int, skipped: int) -> None:
-        print(f"{stage}: {total} chunk(s) to run, {skipped} already done (skipped)", file=sys.stderr)
+    def add(self, stage: str, total: int, skipped: int, voxels_total: int = 0) -> None:
+        with self.lock:
+            self.counts[stage] = _Count(total, skipped, voxels_total)
+        say(f"{stage}: {total} chunk(s) to run, {skipped} already done (skipped)")
         if self.bar is not None and total:
-            self.tasks[stage] = self.bar.add_task(stage, total=total)
+            self.tasks[stage] = self.bar.add_task(stage, total=total, rate="")
 
-    def advance(self, stage: str) -> None:
+    def advance(self, stage: str, voxels: int = 0, summary: Any = None, failed: bool = False) -> None:
+        with self.lock:
+            c = self.counts[stage]
+            c.done += 1
+            c.failed += int(failed)
+            c.voxels += voxels
+            if summary is not None:
+                c.timed(summary)
+            rate = self._rate(c)
         if self.bar is not None and stage in self.tasks:
-            self.bar.advance(self.tasks[stage])
+            self.bar.update(self.tasks[stage], advance=1, rate=format_rate(rate) if rate else "")
 
-    def done(self, stage: str, failed: int, seconds: float) -> None:
-        status = f", {failed} FAILED" if failed else ""
-        print(f"{stage}: done in {seconds:.1f} s{status}", file=sys.stderr)
+    def _rate(self, c: _Count) -> float:
+        elapsed = time.time() - self.t0
+        return c.voxels / elapsed if elapsed > 0 and c.voxels else 0.0
+
+    def line(self) -> str:
+        """``progress 1:05: fragments 120/256 chunks (1.2 Mvoxel/s), links 98/256 ...; ETA 0:52``"""
+        with self.lock:
+            parts, etas = [], []
+            for stage, c in self.counts.items():
+                if not c.total:
+                    continue
+                rate = self._rate(c)
+                parts.append(f"{stage} {c.done}/{c.total} chunks" + (f" ({format_rate(rate)})" if rate else ""))
+                left = c.voxels_total - c.voxels
+                if rate and left > 0:
+                    etas.append(left / rate)
+            pending = any(c.done < c.total for c in self.counts.values())
+        eta = f"ETA {format_seconds(max(etas))}" if etas else ("ETA unknown" if pending else "finishing")
+        return f"progress {format_seconds(time.time() - self.t0)}: {', '.join(parts) or 'waiting'}; {eta}"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.period):
+            say(self.line(), console=self.bar is None)
+
+    def done(self, stage: str, failed: int | None = None, seconds: float | None = None, *,
+             since_submit: float | None = None) -> None:
+        """``fragments: 256 chunk(s) in 28.7 s (first start to last end), 25.6 s busy on the workers,
+        116 kvoxel/s; done 31.2 s after submission`` (the last figure includes waiting for upstream).
+
+        ``failed``/``seconds``: for callers whose tasks carry no timing of their own (their stage line
+        is then ``stage: done in SECONDS s``, measured from their submission)."""
+        with self.lock:
+            c = self.counts[stage]
+            n_failed = c.failed if failed is None else failed
+        status = f", {n_failed} FAILED" if n_failed else ""
+        if c.first_start is None and seconds is not None:
+            say(f"{stage}: done in {seconds:.1f} s{status}")
+            return
+        if not c.total:
+            return
+        rate = c.voxels / c.span if c.span > 0 else 0.0
+        after = f"; done {since_submit:.1f} s after submission" if since_submit is not None else ""
+        say(f"{stage}: {c.total - n_failed} chunk(s) in {c.span:.1f} s (first start to last end), "
+            f"{c.busy:.1f} s busy on the workers" + (f", {format_rate(rate)}" if rate else "") + status + after)
 
     def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
         if self.bar is not None:
             self.bar.stop()
 
@@ -95,6 +200,20 @@ class StageRun:
     futures: dict[int, Any]
     t0: float
     progress: bool
+
+
+#: output root -> stage -> chunks, in submission order: what a run has set out to do, so that an
+#: interrupt can say how far it got even before anything is being waited for
+_SUBMITTED: dict[str, dict[str, int]] = {}
+
+
+def submitted(root: Any) -> dict[str, int]:
+    """Stages submitted for the output ``root`` in this process, with their number of chunks."""
+    return dict(_SUBMITTED.get(str(Path(root)), {}))
+
+
+def forget_submitted(root: Any) -> None:
+    _SUBMITTED.pop(str(Path(root)), None)
 
 
 LARGE_ARGUMENT = 1 << 20  # bytes: bigger task arguments travel as scattered data, not inside the graph
@@ -130,6 +249,7 @@ def submit_stage(
     cluster that also has GPU workers busy with inference).
     """
     done = state.done(stage)
+    _SUBMITTED.setdefault(str(Path(state.root)), {})[stage] = len(chunks)
     todo = [c for c in chunks if c.id not in done]
     skipped = [c for c in chunks if c.id in done]
     token = uuid.uuid4().hex[:8]
@@ -158,32 +278,39 @@ def collect(
 
     Failures of individual chunks do not stop the others; at the end a :class:`ChunkFailure` lists every
     failed chunk with its stage, box and cause (after the retries, which also cover lost workers).
+    Each stage's busy time and span (from its tasks' own start and end) go to ``record``. When waiting
+    is interrupted (Ctrl-C), the stages' pending tasks are cancelled before the interrupt goes on.
     """
     bar = _Progress(any(r.progress for r in runs))
     where: dict[Any, tuple[StageRun, Chunk]] = {}
     for run in runs:
-        bar.add(run.stage, len(run.todo), len(run.skipped))
+        bar.add(run.stage, len(run.todo), len(run.skipped), sum(c.core.size for c in run.todo))
+        if record is not None:
+            record.stage_totals[run.stage] = len(run.todo) + len(run.skipped)
         by_id = {c.id: c for c in run.todo}
         for cid, fut in run.futures.items():
             where[fut] = (run, by_id[cid])
     summaries: dict[str, dict[int, Summary]] = {r.stage: {} for r in runs}
     failures: list[FailedChunk] = []
     remaining = {r.stage: len(r.todo) for r in runs}
-    failed_in = {r.stage: 0 for r in runs}
     failed_ids: dict[str, set[int]] = {r.stage: set() for r in runs}
     try:
         for fut in as_completed(list(where)):
             run, chunk = where[fut]
             if fut.status == "finished":
-                summaries[run.stage][chunk.id] = fut.result()
+                result = fut.result()
+                summaries[run.stage][chunk.id] = result
+                bar.advance(run.stage, chunk.core.size, result)
             else:
                 failures.append(FailedChunk(run.stage, chunk, _describe(fut.exception())))
-                failed_in[run.stage] += 1
                 failed_ids[run.stage].add(chunk.id)
-            bar.advance(run.stage)
+                bar.advance(run.stage, failed=True)
             remaining[run.stage] -= 1
             if remaining[run.stage] == 0:
                 _finish(run, failed_ids[run.stage], bar, record)
+    except BaseException:
+        _cancel(list(where))
+        raise
     finally:
         bar.close()
     for run in runs:
@@ -197,19 +324,31 @@ def collect(
     if failures and stop_on_failure:
         order = {r.stage: i for i, r in enumerate(runs)}
         failures.sort(key=lambda f: (order[f.stage], f.chunk.id))
-        counts = ", ".join(f"{failed_in[r.stage]} in {r.stage}" for r in runs if failed_in[r.stage])
+        counts = ", ".join(f"{len(failed_ids[r.stage])} in {r.stage}" for r in runs if failed_ids[r.stage])
         lines = "; ".join(f.line() for f in failures[:5])
         more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
         raise ChunkFailure(f"{len(failures)} chunk(s) failed ({counts}): {lines}{more}")
     return summaries
 
 
+def _cancel(futures: list) -> None:
+    """Cancel what is still pending (so a shared cluster stops working for nobody); never raises."""
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return
+    try:
+        pending[0].client.cancel(pending)
+    except BaseException:  # the client may be closing already; the cluster then drops them anyway
+        pass
+
+
 def _finish(run: StageRun, failed: set[int], bar: _Progress, record: RunRecord | None) -> None:
-    seconds = time.perf_counter() - run.t0
-    bar.done(run.stage, len(failed), seconds)
+    bar.done(run.stage, since_submit=time.perf_counter() - run.t0)
     if record is not None:
-        voxels = sum(c.core.size for c in run.todo if c.id not in failed)  # only chunks that succeeded
-        record.add_stage(StageTiming(run.stage, seconds, voxels, len(run.todo) - len(failed), len(run.skipped)))
+        c = bar.counts[run.stage]
+        voxels = sum(ch.core.size for ch in run.todo if ch.id not in failed)  # only chunks that succeeded
+        record.add_stage(StageTiming(run.stage, c.span, voxels, len(run.todo) - len(failed), len(run.skipped),
+                                     busy_seconds=c.busy, first_start=c.first_start, last_end=c.last_end))
 
 
 def run_stage(

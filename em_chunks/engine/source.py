@@ -66,13 +66,29 @@ class Source:
         return cls(p, tuple(int(s) for s in handle.shape), str(handle.dtype), key, fill_missing)
 
     @classmethod
-    def open_labels(cls, path: str | Path) -> "Source":
-        """Labels: for a tile JSON its ``label`` layer when it has one (else its image), else the volume."""
+    def open_labels(cls, path: str | Path, what: str = "labels") -> "Source":
+        """Labels (segment ids, 0 = unlabelled): a tile JSON's ``label`` layer, or a volume of integer ids.
+
+        A tile JSON without a ``label`` layer is refused (its image is grey values, not ids: scoring
+        against it would give a number that means nothing), and so is a non-integer volume."""
         p = str(path)
         if _is_tiles(p) and Path(p).is_file():
             handle = _open(p, None)
-            return cls.open(p, "label" if "label" in handle.layers else None)
-        return cls.open(p)
+            if "label" not in handle.layers:
+                raise InputError(f"{p}: no label layer in that tile JSON (it has: {', '.join(handle.layers)}); "
+                                 f"{what} must be segment ids: a tile JSON with a 'label' key, a TIFF or a zarr array")
+            src = cls.open(p, "label")
+        else:
+            src = cls.open(p)
+        src.check_ids(what)
+        return src
+
+    def check_ids(self, what: str = "labels") -> None:
+        """Refuse a volume whose dtype cannot hold segment ids (floats, complex, strings...)."""
+        kind = np.dtype(self.dtype).kind
+        if kind not in "iub":
+            raise InputError(f"{self.path}: {what} of dtype {self.dtype}; expected integer segment ids "
+                             f"(uint8/16/32/64 or int; 0 = unlabelled), e.g. convert with numpy's astype(np.uint32)")
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:

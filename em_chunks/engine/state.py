@@ -38,6 +38,12 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def log_path(out: str | Path) -> Path:
+    """The log file of the run whose output is ``out`` (every command's messages, with timestamps):
+    in the run's group of non-zarr files (``io.layout.log_file``)."""
+    return layout.log_file(out)
+
+
 class RunState:
     """Done markers and summaries in the output's state folder (``io.layout.state_dir``)."""
 
@@ -46,11 +52,9 @@ class RunState:
         self.dir = layout.state_dir(self.root)
 
     # ---- configuration fingerprint ----------------------------------------------------------
-    def claim(self, command: str, config: Mapping[str, Any]) -> bool:
-        """Record the config of this run, or check it equals the recorded one.
-
-        Returns True when resuming an earlier run of the same configuration. Raises :class:`InputError`
-        naming the differing fields when ``root`` holds results of another configuration.
+    def check_claim(self, command: str, config: Mapping[str, Any]) -> bool:
+        """Whether ``root`` holds an earlier run of this configuration (True) or nothing yet (False);
+        writes nothing. Raises :class:`InputError` naming the differing fields for another configuration.
         """
         layout.refuse_legacy(self.root)
         path = self.dir / "fingerprint.json"
@@ -67,6 +71,18 @@ class RunState:
                     f"{', '.join(fields[:5]) or 'command'}); use another --out or delete it to start over"
                 )
             return True
+        return False
+
+    def claim(self, command: str, config: Mapping[str, Any]) -> bool:
+        """Record the config of this run, or check it equals the recorded one.
+
+        Returns True when resuming an earlier run of the same configuration. Raises :class:`InputError`
+        naming the differing fields when ``root`` holds results of another configuration.
+        """
+        if self.check_claim(command, config):
+            return True
+        path = self.dir / "fingerprint.json"
+        wanted = {"command": command, "config": json.loads(json.dumps(config, default=str))}
         layout.ensure_run_dir(self.root)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")

@@ -120,12 +120,14 @@ def make_tileset(
     non-negative and below 2**24 (VAST RGB). ``crop`` (slices, or text such as ``"0:8,0:96,0:96"``) tiles
     only that part of every layer.
     """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"OUT_DIR {out}: exists and is not a folder; choose a folder path for the tiles")
     slices = parse_crop(crop) if isinstance(crop, str) else (tuple(crop) if crop is not None else None)
     image = _as_array(volume, key, "volume")
     if slices is not None:
+        check_crop(slices, tuple(int(s) for s in image.shape), crop)
         image = image[slices]
-    if 0 in tuple(image.shape):
-        raise InputError(f"crop {crop!r}: selects nothing of a volume of shape {tuple(_as_array(volume, key, 'volume').shape)}")
     depth, height, width = (int(s) for s in image.shape)
     th, tw = (int(tile_size),) * 2 if isinstance(tile_size, (int, np.integer)) else tuple(int(t) for t in tile_size)
     if th <= 0 or tw <= 0:
@@ -136,7 +138,8 @@ def make_tileset(
     if labels is not None:
         layers["label"] = _as_array(labels, label_key, "labels")
     if valid_mask is not None:
-        layers["valid_mask"] = _as_array(valid_mask, None, "valid_mask")
+        mask = _as_array(valid_mask, None, "valid_mask")
+        layers["valid_mask"] = mask != 0  # any dtype: nonzero = valid, stored as 0/1 8-bit tiles
     if slices is not None:
         for name in ("label", "valid_mask"):
             if name in layers:
@@ -159,8 +162,10 @@ def make_tileset(
             raise InputError(f"labels: max id {hi} does not fit 16-bit PNG; use label_format='rgb'")
         label_dtype = np.dtype(lab.dtype).name if np.dtype(lab.dtype).kind in "iu" else "uint8"
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"OUT_DIR {out}: cannot create the folder ({err.strerror or err})") from None
     digits = int(math.log10(depth)) + 1  # as PyTC's create_json
     rows, cols = math.ceil(height / th), math.ceil(width / tw)
 
@@ -217,6 +222,24 @@ def parse_crop(text: str) -> tuple[slice, slice, slice]:
     except ValueError:
         raise InputError(f"--crop {text!r}: expected z0:z1,y0:y1,x0:x1 such as 0:8,0:96,0:96") from None
     return tuple(out)  # type: ignore[return-value]
+
+
+def check_crop(slices: Sequence[slice], shape: tuple[int, ...], text: Any = None) -> None:
+    """Refuse a crop that reaches beyond the volume or selects nothing, naming the axis and the shape
+    (numpy would silently clip it, and the tiles would not be what was asked for)."""
+    what = f"--crop {text}" if isinstance(text, str) else f"crop {tuple(slices)}"
+    if len(slices) != len(shape):
+        raise InputError(f"{what}: expected {len(shape)} ranges (z, y, x) for a volume of shape {shape}")
+    for axis, sl, size in zip("zyx", slices, shape):
+        if sl.step not in (None, 1):
+            raise InputError(f"{what}: axis {axis} has step {sl.step}; expected contiguous ranges")
+        start = 0 if sl.start is None else int(sl.start)
+        stop = size if sl.stop is None else int(sl.stop)
+        if 0 <= start and stop <= size and start >= stop:
+            raise InputError(f"{what}: axis {axis} range {start}:{stop} selects nothing (volume shape {shape})")
+        if not 0 <= start < stop <= size:
+            raise InputError(f"{what}: axis {axis} range {start}:{stop} is outside the volume of shape {shape} "
+                             f"(expected 0 <= start < stop <= {size})")
 
 
 def _minmax(arr) -> tuple[int, int]:

@@ -8,11 +8,11 @@ are ignored here; the lead's ``Workflow`` model composes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, validate
+from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, named_overrides, validate
 from em_chunks.errors import InputError
 
 FORMAT_VERSION = 1
@@ -142,7 +142,11 @@ class TrainConfig(FrozenModel):
     time_limit_minutes: Optional[float] = Field(None, gt=0)
     #: stochastic weight averaging from this iteration on (None = off); written as swa.pt
     swa_start: Optional[int] = Field(None, ge=0)
-    checkpoint_every: int = Field(500, ge=1)
+    #: iterations between checkpoints (last.pt + a numbered one); None: about ten per run, at most every 500
+    checkpoint_every: Optional[int] = Field(None, ge=1)
+    #: also checkpoint when this many minutes passed since the last one (None: off), so a crash loses
+    #: little; Ctrl-C and a time limit always save
+    checkpoint_minutes: Optional[float] = Field(10.0, gt=0)
     keep_best: int = Field(3, ge=1)
     log_every: int = Field(10, ge=1)
     validate_every: int = Field(0, ge=0)
@@ -182,9 +186,12 @@ class TrainConfig(FrozenModel):
         return self
 
 
-def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, source: str | None = None) -> TrainConfig:
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None, source: str | None = None,
+                      override_names: Mapping[str, str] | None = None) -> TrainConfig:
     """Read the ``train:`` section of a workflow YAML (others are ignored), apply ``key=value`` overrides
-    (``iterations=5`` means ``train.iterations=5``) and validate; bad input -> one-line :class:`InputError`."""
+    (``iterations=5`` means ``train.iterations=5``) and validate; bad input -> one-line :class:`InputError`
+    naming the file, or the override that set the bad field (``override_names``: how to name some
+    overrides, e.g. by the flag that made them)."""
     data: dict = {}
     if path is not None:
         raw = load_yaml(path)
@@ -193,12 +200,15 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
         if not isinstance(raw, dict):
             raise InputError(f"{path}: a workflow must be a mapping with a 'train:' section")
         data = raw
-    fixed = []
+    fixed, names = [], {}
     for item in overrides or []:
         key = item.split("=", 1)[0].strip()
-        fixed.append(item if key.split(".")[0] in SECTIONS else f"train.{item.strip()}")
+        full = item if (not key or key.split(".")[0] in SECTIONS) else f"train.{item.strip()}"
+        fixed.append(full)
+        names[full] = (override_names or {}).get(item) or f"command-line override {item.strip()!r}"
     data = apply_overrides(data, fixed)
     section = data.get("train") or {}
     if not isinstance(section, dict):
         raise InputError(f"{source or path}: 'train' must be a mapping")
-    return validate(TrainConfig, section, f"{source or path or 'train config'} (train)")
+    return validate(TrainConfig, section, f"{source or path or 'train config'} (train)",
+                    named_overrides(fixed, ("train",), names))

@@ -14,14 +14,14 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from em_chunks.errors import InputError
+from em_chunks.errors import InputError, Interrupted
 from em_chunks.geometry import Box
 from em_chunks.learn.checkpoint import read_checkpoint, save_checkpoint
 from em_chunks.learn.config import TrainConfig, VolumeSection
@@ -41,6 +41,44 @@ def resolve_volumes(sections: list[VolumeSection]):
             roi = Box.from_bounds(v.roi[0], v.roi[1])
         out.append(training_volume(v.image, v.label, v.valid_mask, v.weight, roi))
     return out
+
+
+def chunk_bytes(config: TrainConfig, volumes: list) -> int:
+    """Bytes a loader worker holds for the largest training chunk: its core grown by half the augmented
+    input patch (clipped to the volume), as float32 image + labels + valid mask."""
+    from em_chunks.learn.augment import build_augmentor
+
+    in_shape = build_augmentor(dict(config.augment)).input_shape(tuple(config.data.patch))
+    largest = 0
+    for vol in volumes:
+        shape = vol.shape
+        core = [-(-s // min(p, s)) for s, p in zip(shape, config.data.chunks)]
+        ctx = [min(s, c + 2 * ((n + 1) // 2)) for s, c, n in zip(shape, core, in_shape)]
+        per_voxel = 4 + 8 + (1 if vol.valid is not None else 0)  # image as float32, labels up to 64 bits
+        largest = max(largest, int(np.prod(ctx)) * per_voxel)
+    return largest
+
+
+def check_batches(config: TrainConfig, volumes: list, worker_memory: Optional[int] = None) -> None:
+    """Refuse, before training starts, a configuration that cannot yield a single (useful) batch:
+    a rejection rule no patch can pass, or a chunk too large for a loader worker's memory (the worker
+    would be killed, retried and killed again while the trainer waits)."""
+    d = config.data
+    patch_voxels = int(np.prod(d.patch))
+    if d.rejection.size_thres > patch_voxels and d.rejection.p >= 1:
+        raise InputError(
+            f"train.data.rejection.size_thres {d.rejection.size_thres}: more foreground voxels than a patch "
+            f"{tuple(d.patch)} holds ({patch_voxels}) with p=1 rejects every patch; lower it or p"
+        )
+    if worker_memory:
+        need = chunk_bytes(config, volumes)
+        if need > 0.6 * worker_memory:
+            gib = 1 << 30
+            raise InputError(
+                f"train.data.chunks {tuple(d.chunks)}: a training chunk with its margin needs about "
+                f"{need / gib:.1f} GiB on a loader worker, which has {worker_memory / gib:.1f} GiB; "
+                f"split the volume into more pieces (--chunks, e.g. {','.join(str(2 * c) for c in d.chunks)})"
+            )
 
 
 def batch_spec(config: TrainConfig, augment: bool = True) -> BatchSpec:
@@ -106,17 +144,6 @@ def _tensorboard(out_dir: Path):
     return SummaryWriter(str(out_dir / "tensorboard"))
 
 
-def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    prog = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    TimeRemainingColumn(), transient=False)
-    task = prog.add_task("train", total=total, completed=start, info="")
-    return prog, task
-
-
 @torch.no_grad()
 def evaluate_loss(model, batches, device, loss_fn, iteration, amp_ctx) -> float:
     was_training = model.training
@@ -131,6 +158,34 @@ def evaluate_loss(model, batches, device, loss_fn, iteration, amp_ctx) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def checkpoint_interval(config: TrainConfig, total: int) -> int:
+    """``checkpoint_every``, or by default about ten checkpoints per run (at most every 500 iterations)."""
+    if config.checkpoint_every is not None:
+        return int(config.checkpoint_every)
+    return max(1, min(500, total // 10))
+
+
+#: what a checkpoint's ``score`` is (lower is better): named wherever a score is printed or saved
+SCORE_VALIDATION = "validation loss"
+SCORE_TRAIN = "mean train loss over the last 50 iterations"
+
+
+@contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Let a checkpoint being written after Ctrl-C finish even if Ctrl-C is pressed again."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(
     config: TrainConfig,
     out_dir: str | Path,
@@ -138,24 +193,44 @@ def train(
     client: Any = None,
     iterations: Optional[int] = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    quiet_log: Optional[Callable[[str], None]] = None,
+    check_out: bool = True,
 ) -> dict[str, Any]:
     """Train a model as ``config`` says, writing checkpoints and ``metrics.json`` to ``out_dir``.
 
     ``client``: a ``distributed.Client`` whose workers load chunks and make batches; ``None`` makes
     them in this process (same batches, no prefetch: for tests and debugging). ``resume``: continue from
-    ``out_dir/last.pt`` (model, optimizer, iteration, loss history). Returns the metrics dict.
+    ``out_dir/last.pt`` (model, optimizer, iteration, loss history). A folder holding a run is refused
+    unless ``resume`` or ``overwrite`` (which removes that run first); ``check_out=False``: the caller
+    has done that already (:func:`em_chunks.api.train.train`). Returns the metrics dict.
+
+    Ctrl-C saves ``last.pt`` (and a numbered checkpoint) at the last finished iteration, then raises
+    :class:`~em_chunks.errors.Interrupted`; a time limit stops the same way, without the exception.
+    ``progress``: a live bar on a terminal; periodic lines go to ``log`` without one, to ``quiet_log``
+    (e.g. a log file only) with one.
     """
+    from em_chunks.learn.progress import LossEMA, TrainProgress
+    from em_chunks.learn.run_dir import check_train_out, clear_run
+    from em_chunks.settings import progress_period
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     total = int(iterations or config.iterations)
     if not config.data.volumes:
         raise InputError("train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)")
+    if check_out:
+        check_train_out(out, resume, overwrite)
     volumes = resolve_volumes(config.data.volumes)
     val_volumes = resolve_volumes(config.data.validation)
+    check_batches(config, volumes)
     torch.manual_seed(config.seed)
     rank = init_from_env()
+    if check_out and overwrite and rank.main:
+        clear_run(out)
+    barrier(rank)  # every rank has checked the folder before rank 0 writes into it
+    out.mkdir(parents=True, exist_ok=True)
     device = device_for(rank, pick_device(config.device))
     cuda = device.type == "cuda"
     model = make_model(config).to(device)
@@ -165,8 +240,6 @@ def train(
     start = 0
     if resume:
         last = out / "last.pt"
-        if not last.exists():
-            raise InputError(f"{out}: --resume given but there is no last.pt to resume from")
         state = read_checkpoint(last, map_location=device)
         if state["architecture"] != model.architecture:
             raise InputError(f"{last}: made with architecture {state['architecture']!r}, the config says {model.architecture!r}")
@@ -175,7 +248,17 @@ def train(
             opt.load_state_dict(state["optimizer"])
         start = int(state["iteration"])
         metrics.update({k: v for k, v in (state.get("metrics") or {}).items() if k in metrics})
+        if start >= total:
+            log(f"{out}: already trained to iteration {start} of {total}; nothing to do "
+                f"(pass a larger --iterations to train on)")
+            saved = out / "metrics.json"
+            return json.loads(saved.read_text()) if saved.is_file() else {**metrics, "iterations": start}
         log(f"resumed from {last} at iteration {start}")
+    warmup = config.optimizer.warmup if config.optimizer.scheduler != "constant" else 0
+    if total < warmup:
+        log(f"warning: {total} iterations is fewer than the learning-rate warmup (train.optimizer.warmup={warmup}): "
+            f"the rate never reaches train.optimizer.lr={config.optimizer.lr:g}; lower the warmup or train longer")
+    every = checkpoint_interval(config, total)
     ckpts = Checkpoints(out, config.keep_best, metrics.get("checkpoints"))
     use_amp = cuda and config.amp
     amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
@@ -204,36 +287,60 @@ def train(
         gen = local_batches(val_volumes, batch_spec(config, augment=False), pieces, config.data.batch_size, seed=12345)
         val_batches = [next(gen) for _ in range(config.data.validation_batches)]
     writer = _tensorboard(out) if rank.main else None
-    bar = _progress(progress and rank.main, total, start)
     train_config = config.model_dump(mode="json")
     offsets = [list(o) for o in config.data.offsets]
+    ema = LossEMA()
+    for _, value in metrics["loss"][-50:]:  # a resumed run's average starts where it left off
+        ema.update(value)
+    score_name = SCORE_VALIDATION if val_batches else SCORE_TRAIN
 
     def save(iteration: int) -> None:
         if not rank.main:  # one writer: rank 0 (all ranks hold the same weights under DDP)
             return
+        if any(r["iteration"] == iteration for r in ckpts.records):
+            return  # this iteration is saved already (e.g. Ctrl-C right after a checkpoint)
         previous = max((r["iteration"] for r in ckpts.records), default=-1)
         recent = [l for i, l in metrics["loss"] if i > previous] or [math.nan]
         score = metrics["validation"][-1][1] if metrics["validation"] else float(np.mean(recent[-50:]))
         kwargs = dict(train_config=train_config, iteration=iteration, optimizer=opt, offsets=offsets)
-        path = save_checkpoint(out / f"checkpoint-{iteration:07d}.pt", model, metrics={"score": score}, **kwargs)
+        path = save_checkpoint(out / f"checkpoint-{iteration:07d}.pt", model, metrics={"score": score, "score_is": score_name},
+                               **kwargs)
         ckpts.add(path, iteration, score)
         metrics["checkpoints"] = ckpts.records
         save_checkpoint(out / "last.pt", model, metrics=metrics, **kwargs)
         if swa is not None and int(swa.n_averaged) > 0:
             save_checkpoint(out / "swa.pt", swa.module, metrics={"averaged": int(swa.n_averaged)}, **kwargs)
-        write_metrics(out, metrics, extra)
+        write_metrics(out, metrics, summary(iteration))
 
-    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": bool(cuda and config.compile),
-                             "iterations": total, "batch_size": spec.batch_size, "patch": list(spec.out_shape)}
-    model.train()
-    limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
     t0 = time.perf_counter()
     wait = 0.0
-    it = start
+    reached = start  # the last finished iteration
     steps = 0
+    stopped_by = "iterations"
+    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": bool(cuda and config.compile),
+                             "iterations_planned": total, "checkpoint_every": every, "batch_size": spec.batch_size,
+                             "patch": list(spec.out_shape), "score_is": score_name}
+
+    def summary(iteration: int) -> dict[str, Any]:
+        """Throughput and the named losses at ``iteration`` (what metrics.json and the CLI report)."""
+        elapsed = time.perf_counter() - t0
+        best = ckpts.records[0] if ckpts.records else None
+        return {**extra, "iterations": iteration, "iterations_this_run": steps, "stopped_by": stopped_by,
+                "iterations_per_s": steps / elapsed if elapsed else 0.0,
+                "samples_per_s": steps * spec.batch_size / elapsed if elapsed else 0.0,
+                "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed,
+                "train_loss_ema": ema.get(),
+                "validation_loss": metrics["validation"][-1][1] if metrics["validation"] else None,
+                "best_checkpoint": {"iteration": best["iteration"], "score": best["score"], "score_is": score_name}
+                if best else None}
+
+    bar = TrainProgress(total, start, bar=progress and rank.main, log=log if rank.main else (lambda m: None),
+                        quiet_log=quiet_log if rank.main else None, period=progress_period())
+    model.train()
+    limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
+    minutes = 60.0 * config.checkpoint_minutes if config.checkpoint_minutes else None
+    last_save = time.perf_counter()
     try:
-        if bar:
-            bar[0].start()
         for it in range(start, total):
             tw = time.perf_counter()
             batch = next(batches)
@@ -253,17 +360,21 @@ def train(
             if config.optimizer.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
             opt.step()
-            steps += 1
-            if swa is not None and it + 1 > config.swa_start:
-                swa.update_parameters(model)
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise RuntimeError(f"loss became {value} at iteration {it}; lower train.optimizer.lr")
+                raise InputError(f"train: the loss became {value} at iteration {it + 1}; lower train.optimizer.lr "
+                                 f"(now {config.optimizer.lr:g}) or check the labels")
+            steps += 1
+            reached = it + 1
+            if swa is not None and it + 1 > config.swa_start:
+                swa.update_parameters(model)
             metrics["loss"].append([it + 1, value])
+            ema.update(value)
             if (it + 1) % config.log_every == 0 or it + 1 == total:
                 metrics["lr"].append([it + 1, config.optimizer.lr * factor])
                 if writer:
                     writer.add_scalar("loss/train", value, it + 1)
+                    writer.add_scalar("loss/train_ema", ema.get(), it + 1)
                     for k, v in parts.items():
                         writer.add_scalar(f"loss/{k}", v, it + 1)
                     writer.add_scalar("lr", config.optimizer.lr * factor, it + 1)
@@ -273,41 +384,50 @@ def train(
                 metrics["validation"].append([it + 1, v])
                 if writer:
                     writer.add_scalar("loss/validation", v, it + 1)
-            if bar:
-                recent = np.mean([l for _, l in metrics["loss"][-20:]])
-                bar[0].update(bar[1], completed=it + 1, info=f"loss {recent:.4f}")
-            out_of_time = bool(limit) and time.perf_counter() - t0 >= limit
-            if (it + 1) % config.checkpoint_every == 0 or it + 1 == total or out_of_time:
+            bar.update(it + 1, ema.get(), config.optimizer.lr * factor)
+            now = time.perf_counter()
+            out_of_time = bool(limit) and now - t0 >= limit
+            if out_of_time:
+                stopped_by = "time_limit"
+            if (it + 1) % every == 0 or it + 1 == total or out_of_time or (minutes and now - last_save >= minutes):
                 if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == it + 1):
                     metrics["validation"].append([it + 1, evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)])
-                elapsed = time.perf_counter() - t0
-                done = steps
-                extra.update({"iterations_per_s": done / elapsed, "samples_per_s": done * spec.batch_size / elapsed,
-                              "loader_wait_fraction": wait / elapsed, "elapsed_s": elapsed})
                 save(it + 1)
+                last_save = time.perf_counter()
             if out_of_time:
-                log(f"time limit of {config.time_limit_minutes} min reached at iteration {it + 1}")
-                extra["stopped_by_time_limit"] = True
+                log(f"time limit of {config.time_limit_minutes:g} min reached at iteration {it + 1} of {total}; "
+                    f"checkpoint saved ({out / 'last.pt'})")
                 break
+    except KeyboardInterrupt:
+        stopped_by = "interrupt"
+        bar.close()
+        with _no_interrupts():
+            if reached > start:
+                if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == reached):
+                    metrics["validation"].append([reached, evaluate_loss(model, val_batches, device, loss_fn, reached, amp_ctx)])
+                save(reached)
+            _close(writer, batches)
+        saved = f"checkpoint saved ({out / 'last.pt'})" if reached > start else "no new iteration to save"
+        raise Interrupted(f"interrupted at iteration {reached} of {total}; {saved}; "
+                          f"the same command with --resume continues from it") from None
     finally:
-        if bar:
-            bar[0].stop()
-        if writer:
-            writer.close()
-        if hasattr(batches, "close"):
-            batches.close()
-    elapsed = time.perf_counter() - t0
-    done = steps
-    extra.update({"iterations_per_s": done / elapsed if elapsed else 0.0,
-                  "samples_per_s": done * spec.batch_size / elapsed if elapsed else 0.0,
-                  "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed})
+        bar.close()
+        _close(writer, batches)
+    final = summary(reached)
     if stream is not None:
-        extra["loader"] = dict(stream.stats)
-    extra["world_size"] = rank.world
+        final["loader"] = dict(stream.stats)
+    final["world_size"] = rank.world
     if rank.main:
-        write_metrics(out, metrics, extra)
+        write_metrics(out, metrics, final)
     barrier(rank)
-    return {**metrics, **extra}
+    return {**metrics, **final}
+
+
+def _close(writer: Any, batches: Any) -> None:
+    if writer:
+        writer.close()
+    if hasattr(batches, "close"):
+        batches.close()
 
 
 def _preview(writer, x, y, logits, step: int) -> None:

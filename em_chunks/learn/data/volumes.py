@@ -127,6 +127,33 @@ class TrainingVolume:
         return self
 
 
+def _tile_ref(path: str, layer: str, flag: str) -> VolumeRef:
+    """The ``layer`` of a tile JSON given as ``flag``; refused when the JSON has no such layer (its image
+    layer holds grey values, which would silently be trained on as if they were ids or a mask)."""
+    layers = json_layers(path)
+    if layer not in layers:
+        raise InputError(f"{path}: no {layer} layer in that tile JSON (it has: {', '.join(sorted(layers))}); "
+                         f"{flag} takes a tile JSON with a '{layer}' key, a TIFF or a zarr array")
+    return VolumeRef(path, layer)
+
+
+def _check_tiles(ref: VolumeRef) -> None:
+    """Missing or truncated tiles are refused before training (headers only: fast), not met mid-run."""
+    if not _is_tile_json(ref.path):
+        return
+    problems = _tileset(ref.path).check([ref.layer], decode=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise InputError(f"{problems[0]}{more}")
+
+
+def _check_dtype(ref: VolumeRef, what: str, kinds: str) -> None:
+    dtype = np.dtype(open_ref(ref).dtype)
+    if dtype.kind not in kinds:
+        expected = "integer segment ids (0 = unlabelled)" if what == "labels" else "numbers (nonzero = valid)"
+        raise InputError(f"{ref}: {what} of dtype {dtype}; expected {expected}")
+
+
 def training_volume(image: str, labels: Optional[str] = None, valid: Optional[str] = None, weight: float = 1.0,
                     roi: Optional[Box] = None) -> TrainingVolume:
     """Resolve where labels come from: ``labels`` if given, else the ``label`` layer of a tile JSON."""
@@ -144,14 +171,18 @@ def training_volume(image: str, labels: Optional[str] = None, valid: Optional[st
     else:
         if not Path(labels).exists():
             raise InputError(f"{labels}: label volume not found")
-        layer = "label" if _is_tile_json(labels) and "label" in json_layers(labels) else "image"
-        label_ref = VolumeRef(str(labels), layer)
+        label_ref = _tile_ref(str(labels), "label", "--labels") if _is_tile_json(labels) else VolumeRef(str(labels))
     valid_ref = None
     if valid is not None:
         if not Path(valid).exists():
             raise InputError(f"{valid}: valid mask volume not found")
-        layer = "valid_mask" if _is_tile_json(valid) and "valid_mask" in json_layers(valid) else "image"
-        valid_ref = VolumeRef(str(valid), layer)
+        valid_ref = _tile_ref(str(valid), "valid_mask", "--valid-mask") if _is_tile_json(valid) else VolumeRef(str(valid))
     elif "valid_mask" in layers:
         valid_ref = VolumeRef(image, "valid_mask")
-    return TrainingVolume(VolumeRef(image, "image"), label_ref, valid_ref, float(weight), roi).check()
+    vol = TrainingVolume(VolumeRef(image, "image"), label_ref, valid_ref, float(weight), roi)
+    for ref in vol.refs().values():
+        _check_tiles(ref)
+    _check_dtype(label_ref, "labels", "iub")
+    if valid_ref is not None:
+        _check_dtype(valid_ref, "valid mask", "iubf")
+    return vol.check()
