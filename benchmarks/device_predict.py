@@ -355,7 +355,8 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
     from em_chunks.engine.source import Source
     from em_chunks.engine.state import RunState
     from em_chunks.geometry import ChunkGrid, storage_aligned
-    from em_chunks.io.ome_zarr import create_image, open_root
+    from em_chunks.io import layout
+    from em_chunks.io.ome_zarr import create_root_image, open_root
 
     spec, _ = inference_setup(s)
     shape = tuple(s["volume"])
@@ -371,7 +372,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
     res.save()
     with cluster, client:
         root = open_root(out)
-        create_image(
+        create_root_image(
             root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, None
         )
         raw = Source.open(s["image"])
@@ -384,7 +385,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
                 out,
                 grid,
                 spec,
-                f"{out}/affinities/0",
+                layout.image_array(out),
                 progress=False,
                 resources={"GPU": 1},
             )
@@ -400,7 +401,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
         res.save()  # before closing the cluster (which can take a while)
     kernel = Path(s["work"]) / "kernel_affinities.zarr"
     if kernel.exists():
-        a = zarr.open_array(f"{out}/affinities/0", mode="r")
+        a = zarr.open_array(layout.image_array(out), mode="r")
         b = zarr.open_array(str(kernel), mode="r")
         same, worst = True, 0
         for z in range(0, shape[0], 16):  # slab by slab: bounded memory
@@ -504,13 +505,15 @@ def _record_cli(res: Result, out: Path, voxels: int, stdout: str, stderr: str, r
         res["infer_blend_mvoxel_per_s"] = _mvox(
             voxels, max(stages["blend"], stages.get("infer", 0))
         )
-    run_json = out / "run.json"
+    from em_chunks.io import layout
+
+    run_json = layout.run_json(out)
     if run_json.exists():
         run = json.loads(run_json.read_text())
         res["run_status"] = run.get("status")
         res["run_wall_seconds"] = run.get("wall_seconds")
         res["run_stages"] = run.get("stages")
-        metrics_json = out / "metrics.json"
+        metrics_json = layout.metrics_json(out)
         if metrics_json.exists():
             m = json.loads(metrics_json.read_text())
             res["decode"] = {
