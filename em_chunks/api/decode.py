@@ -13,6 +13,7 @@ from em_chunks.config.decode import DecodeConfig
 from em_chunks.config.output import OutputConfig
 from em_chunks.engine.decode import check_affinities, check_labels, run_decode
 from em_chunks.engine.overview import create_overview, write_overview
+from em_chunks.engine.cleanup import remove_intermediates
 from em_chunks.engine.pyramid import write_pyramids
 from em_chunks.engine.source import Source
 from em_chunks.geometry import ChunkGrid, parse_chunks, storage_aligned
@@ -86,4 +87,6 @@ def decode(
         write_overview(run.client, out, grid, src, params.channels, **kw)
         write_pyramids(run.client, out, ["image", "segmentation"], output,
                        budget_voxels=max(c.core.size for c in grid), **kw)
+    if not output.keep_intermediates:
+        remove_intermediates(out)
     return run.metrics

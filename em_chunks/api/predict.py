@@ -19,6 +19,7 @@ from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import check_labels, run_decode
 from em_chunks.engine.predict import InferenceSpec, submit_inference
 from em_chunks.engine.preview import write_preview
+from em_chunks.engine.cleanup import remove_intermediates
 from em_chunks.engine.pyramid import write_pyramids
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
@@ -156,6 +157,8 @@ def predict(
                        budget_voxels=max(c.core.size for c in grid), record=run.record,
                        progress=progress)
         run.metrics = metrics
+    if not wf.output.keep_intermediates:
+        remove_intermediates(out)
     return {**run.metrics, "out": str(out)}
 
 

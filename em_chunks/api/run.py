@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 from distributed import Client
 
+from em_chunks.engine.cleanup import start_over_if_cleaned
 from em_chunks.engine.cluster import connect, dashboard_link
 from em_chunks.engine.interrupt import reliable_interrupts
 from em_chunks.engine.log import format_rate, format_seconds, heartbeat, log_file, say
@@ -142,11 +143,14 @@ def computing_run(
     try:
         with reliable_interrupts(), ctx as c:
             state.claim(command, config)
+            restarted = start_over_if_cleaned(out)
             with log_file(log_path(out)) as log, heartbeat():
                 # connect() printed the link already; a caller's client has it said here
                 say(f"dashboard: {dashboard_link(c)}", console=client is not None)
                 say(f"{command} -> {out} (log: {log})")
-                if resumed:
+                if restarted:
+                    say(f"{out}: its intermediates were removed after an earlier run; computing anew")
+                elif resumed:
                     say(f"resuming the earlier run in {out} (same configuration)")
                 record.dashboard = dashboard_link(c)
                 record.write("running")

@@ -8,6 +8,7 @@ contingency table without touching voxels again.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -38,6 +39,7 @@ def tune(
     thresholds: Sequence[float] = THRESHOLDS,
     aff_thresholds: Sequence[tuple[float, float]] = AFF_THRESHOLDS,
     base: Optional[DecodeConfig] = None,
+    keep: bool = False,
     scheduler: Optional[str] = None,
     workers: int = 2,
     client: Optional[Client] = None,
@@ -72,6 +74,9 @@ def tune(
         trials.sort(key=lambda r: (r["adapted_rand_error"], r["voi_split"] + r["voi_merge"]))
         best = trials[0]
         run.metrics = {"best": best, "trials": trials}
+    if not keep:  # the fragments and region graphs only served this search
+        for low, high in aff_thresholds:
+            shutil.rmtree(Path(out) / f"aff-{low:g}-{high:g}.zarr", ignore_errors=True)
     return run.metrics
 
 

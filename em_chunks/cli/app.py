@@ -10,7 +10,7 @@ from typer.core import TyperGroup
 from em_chunks import __version__
 
 #: the order commands are listed in ``--help`` and docs/cli.md: the order a user runs them in
-PIPELINE_ORDER = ("tileset", "train", "predict", "decode", "evaluate", "tune", "demo")
+PIPELINE_ORDER = ("tileset", "train", "predict", "decode", "evaluate", "tune", "demo", "view", "clean")
 
 
 class _PipelineOrder(TyperGroup):
@@ -62,3 +62,4 @@ from em_chunks.cli.predict import demo_command, predict_command  # noqa: E402
 app.command("predict")(predict_command)
 app.command("demo")(demo_command)
 from em_chunks.cli.view import view_command; app.command("view")(view_command)  # noqa: E402
+from em_chunks.cli.clean import clean_command; app.command("clean")(clean_command)  # noqa: E402

@@ -38,6 +38,8 @@ def tune_command(
     aff_threshold: Annotated[Optional[List[str]], typer.Option("--aff-threshold", help="LOW,HIGH watershed bounds; repeat to search several.")] = None,
     write: Annotated[Path, typer.Option("--write", help="Where the best setting is written as a workflow YAML.")] = Path("tuned-decoder.yaml"),
     top: Annotated[int, typer.Option("--top", help="Rows of the table to print.")] = 10,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the fragments and region graphs in --out (by default "
+                                       "they are deleted when the search is done).")] = False,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
 ) -> None:
@@ -63,7 +65,7 @@ def tune_command(
         merge_functions=merge_functions or MERGE_FUNCTIONS,
         thresholds=ths or THRESHOLDS,
         aff_thresholds=bounds or ([tuple(base.aff_threshold)] if base is not None else AFF_THRESHOLDS),
-        base=base, scheduler=scheduler, workers=workers,
+        base=base, keep=keep, scheduler=scheduler, workers=workers,
     )
     table = Table(title="tune (best first)")
     for col, justify in (("merge function", "left"), ("threshold", "right"), ("watershed", "left"),

@@ -23,6 +23,9 @@ class OutputConfig(FrozenModel):
     pyramid_tile: int = Field(
         256, ge=1, description="add levels until every axis fits this many voxels"
     )
+    keep_intermediates: bool = Field(
+        False, description="keep work/ and the global steps' files after a complete run (resume needs "
+        "them only until then; engine/cleanup.py)")
 
     def wants_pyramid(self, shape: tuple[int, ...]) -> bool:
         """Whether a volume of ``shape`` (z, y, x) gets a pyramid."""
