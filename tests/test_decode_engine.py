@@ -15,6 +15,7 @@ from em_chunks.api.decode import decode
 from em_chunks.api.evaluate import evaluate
 from em_chunks.cli.main import main
 from em_chunks.config.decode import DecodeConfig
+from em_chunks.config.output import OutputConfig
 from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities
@@ -113,7 +114,9 @@ def test_resume_skips_done_chunks_and_ends_identical(synthetic, cluster_client, 
     ref = tmp_path / "ref.zarr"
     decode(affs, ref, "2,2,2", client=cluster_client, progress=False)
     out = tmp_path / "out.zarr"
-    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    keep = OutputConfig(keep_intermediates=True)  # what resume needs stays
+    decode(affs, out, "2,2,2", output=keep, client=cluster_client, progress=False)
+    assert layout.work_group(out).exists()
     # simulate a run killed during the last stage: half the chunks lost their data and marker
     state = RunState(out)
     arr = zarr.open_array(layout.segmentation_array(out), mode="r+")
@@ -125,13 +128,32 @@ def test_resume_skips_done_chunks_and_ends_identical(synthetic, cluster_client, 
         arr[chunk.core.slices()] = 0
     layout.metrics_json(out).unlink()
     capsys.readouterr()
-    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    decode(affs, out, "2,2,2", output=keep, client=cluster_client, progress=False)
     err = capsys.readouterr().err
     assert "resuming" in err
     assert "segmentation: 4 chunk(s) to run, 4 already done (skipped)" in err
     assert "fragments: 0 chunk(s) to run, 8 already done (skipped)" in err
     assert np.array_equal(_seg(out), _seg(ref))
     assert layout.metrics_json(out).exists()
+
+
+def test_a_cleaned_run_that_is_rerun_starts_over_and_ends_identical(synthetic, cluster_client, tmp_path, capsys):
+    """A complete run removes work/ and the global steps' files; markers pointing at them must not be
+    trusted by a later run that is not recognised as complete (here: metrics.json lost)."""
+    affs, gt, _ = synthetic
+    out = tmp_path / "out.zarr"
+    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    ref = _seg(out)
+    assert not layout.work_group(out).exists() and not (RunState(out).dir / "data").exists()
+    layout.metrics_json(out).unlink()
+    capsys.readouterr()
+    decode(affs, out, "2,2,2", client=cluster_client, progress=False)
+    err = capsys.readouterr().err
+    assert "computing anew" in err and "fragments: 8 chunk(s) to run" in err
+    assert np.array_equal(_seg(out), ref)
+    capsys.readouterr()
+    decode(affs, out, "2,2,2", client=cluster_client, progress=False)  # and now it is complete again
+    assert "already complete" in capsys.readouterr().err
 
 
 def test_rerun_with_other_configuration_is_refused(synthetic, cluster_client, tmp_path):
@@ -207,7 +229,7 @@ def test_distributed_agglomeration_is_bit_identical_to_the_single_process_one(fn
     base = dict(thresholds=ths, merge_function=fn, dust_merge_size=30, segment_ids="first_voxel")
     ref_out = tmp_path / "python.zarr"
     ref = decode(affs, ref_out, "1,1,1", DecodeConfig(**base, agglomeration="python"), gt, client=cluster_client,
-                 progress=False)
+                 progress=False, output=OutputConfig(keep_intermediates=True))
     for grid in ("2,4,4", "3,2,5"):
         out = tmp_path / f"{grid}.zarr"
         m = decode(affs, out, grid, DecodeConfig(**base, agglomeration="distributed"), gt, client=cluster_client,

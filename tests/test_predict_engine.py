@@ -93,11 +93,14 @@ def test_cli_from_tile_json_to_metrics_and_resume(setup, tmp_path, capsys):
     assert main(args) == 0  # a rerun of a complete run reports it and leaves it alone
     assert "already complete with this configuration" in capsys.readouterr().err
     assert layout.run_json(out).read_bytes() == saved
-    # a run that did not complete (e.g. Ctrl-C after the last chunk) resumes: every stage skips every chunk
+    # a complete run removed its intermediates; one no longer recognised as complete cannot resume
+    # from markers whose data is gone: it starts over, and ends with the same affinities
+    assert not layout.work_group(out).exists()
     layout.run_json(out).write_text(json.dumps({**record, "status": "interrupted"}))
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "infer: 0 chunk(s) to run, 8 already done (skipped)" in err
+    assert "intermediates were removed after an earlier run; computing anew" in err
+    assert "infer: 8 chunk(s) to run" in err
     assert np.array_equal(_affs(out), before)
 
 

@@ -8,7 +8,6 @@ contingency table without touching voxels again.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -19,6 +18,7 @@ from distributed import Client
 from em_chunks.api.decode import decode_params
 from em_chunks.api.run import computing_run
 from em_chunks.config.decode import DecodeConfig
+from em_chunks.engine.cleanup import remove_intermediates
 from em_chunks.engine.decode import check_affinities, check_labels, run_tune
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
@@ -75,8 +75,7 @@ def tune(
         best = trials[0]
         run.metrics = {"best": best, "trials": trials}
     if not keep:  # the fragments and region graphs only served this search
-        for low, high in aff_thresholds:
-            shutil.rmtree(Path(out) / f"aff-{low:g}-{high:g}.zarr", ignore_errors=True)
+        remove_intermediates(out)
     return run.metrics
 
 

@@ -18,17 +18,12 @@ def clean_command(
 
     Example: emchunks clean result.zarr
     """
-    import shutil
-
-    from em_chunks.engine.cleanup import intermediates, remove_intermediates, size_of
+    from em_chunks.engine.cleanup import intermediates, remove_intermediates
     from em_chunks.errors import InputError
     from em_chunks.io import layout
 
     if not out.is_dir() or not layout.is_output(out):
         raise InputError(f"{out}: not an emchunks output (no {layout.run_dir(out).name}/ folder)")
-    subs = [p for p in out.glob("aff-*.zarr") if p.is_dir()]  # tune's working stores
-    freed = sum(size_of(p) for p in subs) + remove_intermediates(out)
-    for p in subs:
-        shutil.rmtree(p, ignore_errors=True)
+    freed = remove_intermediates(out)
     left = intermediates(out)
     typer.echo(f"freed {freed / 2**20:.1f} MiB in {out}" + (f" (could not remove: {left})" if left else ""))

@@ -21,9 +21,10 @@ CLEANED = "intermediates-removed"
 
 
 def intermediates(out: str | Path) -> list[Path]:
-    """The folders a finished run no longer needs (those that exist)."""
-    paths = [RunState(out).dir / "data", layout.work_group(out)]
-    return [p for p in paths if p.exists()]
+    """The folders a finished run no longer needs (those that exist); for ``tune``, its per-bounds
+    working stores ``aff-LOW-HIGH.zarr`` (fragments and region graphs) too."""
+    paths = [RunState(out).dir / "data", layout.work_group(out), *sorted(Path(out).glob("aff-*.zarr"))]
+    return [p for p in paths if p.is_dir()]
 
 
 def size_of(path: Path) -> int:
