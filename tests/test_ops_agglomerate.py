@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import waterz
 
+from conftest import same_partition
 from em_chunks.errors import InputError
 from em_chunks.geometry import ChunkGrid
 from em_chunks.ops.agglomerate import agglomerate
@@ -132,12 +133,15 @@ def test_agglomeration_is_close_to_waterz_on_the_same_fragments():
             affs, ths, fragments=frag.copy(), discretize_queue=256,
             scoring_function=f"OneMinus<HistogramQuantileAffinity<RegionGraphType,{q},ScoreValue,256>>",
         )
-        for seg_of, theirs in zip(ours, wz):
+        for t, seg_of, theirs in zip(ths, ours, wz):
             mine = table.segment_lookup(seg_of)(np.where(fg, canon, 0))
+            if (q, t) != (50, 0.3):
+                assert same_partition(mine, theirs), (q, t)  # measured: the same partition
+                continue
+            # the one case that differs (measured adapted Rand 0.00015): waterz's FIFO queue breaks a
+            # tie among equal median scores its own way (docs/decoding.md)
             are = scores(contingency(mine, theirs.astype(np.uint64)))["adapted_rand_error"]
-            # measured 0 here; waterz differs from itself by up to ~0.1 between its two queue types
-            # on tie-heavy graphs (see docs/decoding.md), so the bound is loose
-            assert are < 0.01, (q, are)
+            assert 0 < are < 0.001, (q, t, are)
 
 
 def test_dust_merge_and_remove():
