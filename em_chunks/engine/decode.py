@@ -14,6 +14,10 @@ Stages (each resumable: a chunk or block is done once its outputs and marker are
 
 Everything is submitted at once, each task waiting only for what it reads, so the stages overlap
 (and overlap inference in predict). The client holds futures, counts and final scalars.
+
+Every decode option travels in one :class:`~em_chunks.ops.params.DecodeParams` (built and validated by
+``DecodeConfig.params()``), passed whole to the kernels; an agglomeration's is in its ``Trial``. Nothing
+here is specific to one option (docs/architecture.md, "Where a decode option lives").
 """
 
 from __future__ import annotations
