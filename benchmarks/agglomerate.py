@@ -61,22 +61,23 @@ def _load_labels(size: int) -> np.ndarray:
     return labels[:size, :size, :size]
 
 
-def _child(conn, table, edges, ths, fn, backend) -> None:
+def _child(conn, table, edges, params) -> None:
     import psutil
 
     base = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    out = agglomerate(table, edges, ths, fn, backend=backend)
+    out = agglomerate(table, edges, params)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     conn.send((out, seconds, max(peak - base, 0) / 2**20))
 
 
-def _run(table, edges, ths, fn, backend):
+def _run(table, edges, params, backend):
     """(segment ids per threshold, seconds, extra peak MB) of one backend in a forked child."""
+    params = params.replace(agglomeration=backend)
     ctx = mp.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, table, edges, ths, fn, backend))
+    proc = ctx.Process(target=_child, args=(send, table, edges, params))
     proc.start()
     result = recv.recv()
     proc.join()
@@ -107,9 +108,9 @@ def main() -> None:
         edges = region_graph_volume(affs, labels, table, grid, params)
         t_graph = time.perf_counter() - t0
         del affs
-        wz, t_wz, mb_wz = _run(table, edges, ths, args.merge_function, "waterz")
+        wz, t_wz, mb_wz = _run(table, edges, params, "waterz")
         if len(table) <= args.skip_python_above:
-            py, t_py, mb_py = _run(table, edges, ths, args.merge_function, "python")
+            py, t_py, mb_py = _run(table, edges, params, "python")
             # fragment-weighted comparison through the voxels: segment of each labelled voxel
             canon = table.canonical_lookup()(labels)
             rows = table.index_of(canon[canon != 0])

@@ -2,13 +2,21 @@ import numpy as np
 import pytest
 import waterz
 
+from conftest import same_partition
 from em_chunks.errors import InputError
 from em_chunks.geometry import ChunkGrid
-from em_chunks.ops.agglomerate import agglomerate, parse_merge_function
+from em_chunks.ops.agglomerate import agglomerate
 from em_chunks.ops.decode_reference import fragments_volume, region_graph_volume
 from em_chunks.ops.metrics import contingency, scores
-from em_chunks.ops.params import DecodeParams
+from em_chunks.ops.params import DecodeParams, parse_merge_function
 from test_ops_synth import synthetic
+
+
+def _agg(table, edges, ths, merge_function="aff85_his256", init_with_max=True, backend="auto", **kw):
+    """``agglomerate`` with the parameters spelled out (they travel as one DecodeParams)."""
+    params = DecodeParams(thresholds=tuple(ths), merge_function=merge_function, init_with_max=init_with_max,
+                          agglomeration=backend, **kw)
+    return agglomerate(table, edges, params)
 
 
 def _setup(shape=(14, 24, 24), noise=0.08, seed=1, pieces=(1, 1, 1)):
@@ -98,7 +106,7 @@ def test_agglomeration_equals_naive_greedy(fn, init):
     _, _, _, table, edges = _setup(shape=(8, 14, 14), noise=0.1, seed=2)
     assert 15 < len(table) < 400
     ths = [0.2, 0.5, 0.8]
-    fast = agglomerate(table, edges, ths, fn, init)
+    fast = _agg(table, edges, ths, fn, init)
     slow = naive_agglomerate(table, edges, ths, parse_merge_function(fn).quantile, init, mean=fn.endswith("mean"))
     for f, s in zip(fast, slow):
         assert np.array_equal(f, s)
@@ -107,9 +115,9 @@ def test_agglomeration_equals_naive_greedy(fn, init):
 
 def test_one_pass_thresholds_equal_separate_runs():
     _, _, _, table, edges = _setup()
-    together = agglomerate(table, edges, [0.3, 0.6])
-    assert np.array_equal(together[1], agglomerate(table, edges, [0.6])[0])
-    assert np.array_equal(together[0], agglomerate(table, edges, [0.3])[0])
+    together = _agg(table, edges, [0.3, 0.6])
+    assert np.array_equal(together[1], _agg(table, edges, [0.6])[0])
+    assert np.array_equal(together[0], _agg(table, edges, [0.3])[0])
 
 
 def test_agglomeration_is_close_to_waterz_on_the_same_fragments():
@@ -120,33 +128,36 @@ def test_agglomeration_is_close_to_waterz_on_the_same_fragments():
     frag[fg] = table.index_of(canon[fg]).astype(np.uint64) + 1
     ths = [0.3, 0.5]
     for q in (85, 50):
-        ours = agglomerate(table, edges, ths, f"aff{q}_his256")
+        ours = _agg(table, edges, ths, f"aff{q}_his256")
         wz = waterz.agglomerate(
             affs, ths, fragments=frag.copy(), discretize_queue=256,
             scoring_function=f"OneMinus<HistogramQuantileAffinity<RegionGraphType,{q},ScoreValue,256>>",
         )
-        for seg_of, theirs in zip(ours, wz):
+        for t, seg_of, theirs in zip(ths, ours, wz):
             mine = table.segment_lookup(seg_of)(np.where(fg, canon, 0))
+            if (q, t) != (50, 0.3):
+                assert same_partition(mine, theirs), (q, t)  # measured: the same partition
+                continue
+            # the one case that differs (measured adapted Rand 0.00015): waterz's FIFO queue breaks a
+            # tie among equal median scores its own way (docs/decoding.md)
             are = scores(contingency(mine, theirs.astype(np.uint64)))["adapted_rand_error"]
-            # measured 0 here; waterz differs from itself by up to ~0.1 between its two queue types
-            # on tie-heavy graphs (see docs/decoding.md), so the bound is loose
-            assert are < 0.01, (q, are)
+            assert 0 < are < 0.001, (q, t, are)
 
 
 def test_dust_merge_and_remove():
     _, _, _, table, edges = _setup(noise=0.1, seed=3)
-    plain = agglomerate(table, edges, [0.5])[0]
+    plain = _agg(table, edges, [0.5])[0]
     ids, inv = np.unique(plain, return_inverse=True)
     sizes = np.bincount(inv, weights=table.sizes)
     assert (sizes < 30).any()
-    merged = agglomerate(table, edges, [0.5], dust_merge_size=30)[0]
+    merged = _agg(table, edges, [0.5], dust_merge_size=30)[0]
     mids, minv = np.unique(merged, return_inverse=True)
     msizes = np.bincount(minv, weights=table.sizes)
     assert len(mids) < len(ids)
     # dust merging only merges: every plain segment lies inside one merged segment
     pairs = np.unique(np.stack([plain, merged]), axis=1)
     assert len(np.unique(pairs[0])) == pairs.shape[1]
-    removed = agglomerate(table, edges, [0.5], dust_merge_size=30, dust_remove_size=30)[0]
+    removed = _agg(table, edges, [0.5], dust_merge_size=30, dust_remove_size=30)[0]
     kept = removed != 0
     rids, rinv = np.unique(removed[kept], return_inverse=True)
     assert (np.bincount(rinv, weights=table.sizes[kept]) >= 30).all()
@@ -174,7 +185,8 @@ def test_tuning_from_a_fragment_table_equals_scoring_each_segmentation():
     labels, table = fragments_volume(affs, grid, params)
     edges = region_graph_volume(affs, labels, table, grid, params)
     frag_table = contingency(labels, gt)  # stage-A labels: what the engine sums per chunk
-    rows = score_agglomerations(table, edges, frag_table, ["aff85_his256", "aff50_mean"], [0.5, 0.3])
+    rows = score_agglomerations(table, edges, frag_table, ["aff85_his256", "aff50_mean"],
+                                DecodeParams(thresholds=(0.3, 0.5)))
     assert [(r["merge_function"], r["threshold"]) for r in rows] == [
         ("aff85_his256", 0.3), ("aff85_his256", 0.5), ("aff50_mean", 0.3), ("aff50_mean", 0.5)]
     for r in rows:

@@ -76,7 +76,7 @@ def test_chunked_fragments_equal_the_voxel_by_voxel_rule_with_plateaus(pieces):
     rng = np.random.default_rng(5)
     # 4 affinity levels: many ties (plateaus) and many edges >= high
     affs = (rng.integers(0, 4, (3, 7, 9, 10)) / 3).astype(np.float32)
-    params = DecodeParams(aff_threshold_low=0.2, aff_threshold_high=0.999)
+    params = DecodeParams(aff_threshold=(0.2, 0.999))
     ref = naive_fragments(affs, 0.2, 0.999)
     canon, _ = canonical_volume(affs, pieces, params)
     assert ref.max() > 5
@@ -103,7 +103,7 @@ def test_fragments_are_identical_for_every_grid():
 def test_fragments_match_waterz_watershed_on_float_affinities():
     # no exact ties in float data: waterz's plateau handling never triggers and the rules agree
     _, affs = synthetic(shape=(16, 32, 32), noise=0.05, seed=11)
-    canon, _ = canonical_volume(affs, (2, 2, 3), DecodeParams(aff_threshold_low=0.1, aff_threshold_high=0.999))
+    canon, _ = canonical_volume(affs, (2, 2, 3), DecodeParams(aff_threshold=(0.1, 0.999)))
     wz = next(iter(waterz.agglomerate(affs, [0.0], aff_threshold_low=0.1, aff_threshold_high=0.999)))
     assert same_partition(canon, wz.astype(np.int64))
 
@@ -144,7 +144,7 @@ def test_waterz_fragments_differ_only_on_plateaus():
     """Documented difference: with quantised affinities (ties) waterz splits plateaus by BFS, we do not."""
     rng = np.random.default_rng(0)
     affs = (rng.integers(0, 8, (3, 10, 16, 16)) / 7).astype(np.float32)
-    canon, _ = canonical_volume(affs, (1, 1, 1), DecodeParams(aff_threshold_low=0.2, aff_threshold_high=0.999))
+    canon, _ = canonical_volume(affs, (1, 1, 1), DecodeParams(aff_threshold=(0.2, 0.999)))
     wz = next(iter(waterz.agglomerate(affs, [0.0], aff_threshold_low=0.2, aff_threshold_high=0.999)))
     are = scores(contingency(canon, wz.astype(np.uint64)))["adapted_rand_error"]
     assert np.array_equal(canon == 0, wz == 0)  # the same background

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from em_chunks.geometry import ChunkGrid
-from em_chunks.ops.agglomerate import merge_graph, scoring_of
+from em_chunks.ops.agglomerate import merge_graph
 from em_chunks.ops.decode_reference import fragments_volume, region_graph_volume
-from em_chunks.ops.merging import MergeGraph, _Merger
+from em_chunks.ops.merging import MergeGraph, merge_regions_python
 from em_chunks.ops.params import DecodeParams
 from test_ops_synth import fib_crop, synthetic
 
@@ -27,15 +27,14 @@ def test_compiled_loop_equals_the_python_merger(data, fn, init):
     grid = ChunkGrid(affs.shape[1:], (1, 1, 1), 1)
     labels, table = fragments_volume(affs, grid, params)
     edges = region_graph_volume(affs, labels, table, grid, params, full_histograms=not init)
-    scoring, init = scoring_of(fn, init)
-    g = merge_graph(table, edges, scoring, init)
+    params = params.replace(merge_function=fn, thresholds=(0.7,))
+    scoring = params.scoring
+    g = merge_graph(table, edges, params)
     rng = np.random.default_rng(1)
     with_open = MergeGraph(rng.random(g.n) > 0.2, *(getattr(g, f) for f in EDGE_FIELDS))  # open regions too
     frozen = rng.random(g.n) > 0.97
     for graph, fr in ((g, None), (with_open, frozen)):
-        py = _Merger(graph, scoring, 0.7, fr)
-        py.run()
-        a = py.result()
+        a = merge_regions_python(graph, scoring, 0.7, fr)
         b = compiled.merge_regions_compiled(graph, scoring, 0.7, fr)
         for f in FIELDS:
             assert np.array_equal(getattr(a, f), getattr(b, f)), f

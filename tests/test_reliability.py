@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import zarr
@@ -51,12 +52,46 @@ def _wait_for_markers(out: Path, stage: str, n: int, timeout: float = 120) -> bo
     return False
 
 
+def _kill_a_busy_worker(client, pids: dict, prefixes: tuple[str, ...] = ("",), timeout: float = 120) -> list[str]:
+    """SIGKILL the worker that holds the most of this run's tasks (keys starting with ``prefixes``) right
+    now; return those keys. The nanny restarts it; the scheduler reschedules what it held."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        held = {a: [str(k) for k in keys if str(k).startswith(prefixes)] for a, keys in client.processing().items()}
+        addr = max(held, key=lambda a: len(held[a]), default=None)
+        if addr is not None and held[addr] and addr in pids:
+            os.kill(pids[addr], signal.SIGKILL)
+            return held[addr]
+        time.sleep(0.01)
+    raise AssertionError(f"no worker held a task starting with {prefixes} within {timeout} s")
+
+
+def _run_again_after_the_death(client, keys: list[str]) -> list[str]:
+    """The keys the dead worker was processing when it died (the scheduler released them in its clean-up
+    after the worker) that then ran again, elsewhere, to the end: the scheduler's own transition story."""
+
+    def story(dask_scheduler, keys=tuple(keys)):
+        return [(str(e[0]), str(e[1]), str(e[2]), str(e[4])) for e in dask_scheduler.story(*keys)]
+
+    events = client.run_on_scheduler(story)
+    rerun = []
+    for key in keys:
+        ev = [e for e in events if e[0] == key]
+        lost = [i for i, (_, a, b, why) in enumerate(ev) if (a, b) == ("processing", "released") and "worker" in why]
+        if lost and any((a, b) == ("processing", "memory") for _, a, b, _ in ev[lost[0]:]):
+            rerun.append(key)
+    return rerun
+
+
 def test_killed_worker_costs_a_retry_not_a_result(affinities, tmp_path):
     from distributed import Client, LocalCluster
 
     affs, _, ref = affinities
     out = tmp_path / "out.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    # the scheduler keeps every transition of the run (its story is the evidence below)
+    with dask.config.set({"distributed.admin.low-level-log-length": 10**6}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         pids = client.run(os.getpid)
         result: dict = {}
 
@@ -70,10 +105,12 @@ def test_killed_worker_costs_a_retry_not_a_result(affinities, tmp_path):
         thread.start()
         assert _wait_for_markers(out, "fragments", 4)
         finished_before_kill = layout.metrics_json(out).exists()
-        os.kill(next(iter(pids.values())), signal.SIGKILL)  # the nanny restarts it; its tasks are rescheduled
+        held = _kill_a_busy_worker(client, pids)  # the nanny restarts it; its tasks are rescheduled
         thread.join(timeout=300)
+        rerun = _run_again_after_the_death(client, held)
     assert not finished_before_kill
     assert "error" not in result, result.get("error")
+    assert rerun, f"none of the dead worker's tasks {held} was run again"  # it held work, which was retried
     assert same_partition(_seg(out), _seg(ref))
 
 
@@ -186,7 +223,10 @@ def test_killed_worker_during_agglomeration_ends_identical(affinities, tmp_path)
 
     affs, _, ref = affinities
     out = tmp_path / "out.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    # the scheduler keeps every transition of the run (its story is the evidence below)
+    with dask.config.set({"distributed.admin.low-level-log-length": 10**6}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
         pids = client.run(os.getpid)
         result: dict = {}
 
@@ -200,10 +240,12 @@ def test_killed_worker_during_agglomeration_ends_identical(affinities, tmp_path)
         thread.start()
         assert _wait_for_markers(out, "merge-up-L0", 8)
         before = len(RunState(out).done("merge-down-L0"))
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
+        held = _kill_a_busy_worker(client, pids, ("merge-",))
         thread.join(timeout=300)
+        rerun = _run_again_after_the_death(client, held)
     assert before < 64  # the kill landed while blocks of the agglomeration were still to run
     assert "error" not in result, result.get("error")
+    assert rerun, f"none of the dead worker's merge tasks {held} was run again"
     assert same_partition(_seg(out), _seg(ref))
 
 

@@ -21,18 +21,8 @@ from em_chunks.ops.params import DecodeParams
 
 
 def decode_params(config: DecodeConfig) -> DecodeParams:
-    """The ops-layer parameters of a validated decode config."""
-    return DecodeParams(
-        aff_threshold_low=config.aff_threshold[0],
-        aff_threshold_high=config.aff_threshold[1],
-        thresholds=tuple(sorted(config.thresholds)),
-        merge_function=config.merge_function,
-        dust_merge_size=config.dust_merge_size,
-        dust_remove_size=config.dust_remove_size,
-        channels=tuple(config.channels),
-        segment_ids=config.segment_ids,
-        agglomeration=config.agglomeration,
-    )
+    """The ops-layer parameters of a validated decode config (:meth:`DecodeConfig.params`)."""
+    return config.params()
 
 
 def decode(

@@ -23,8 +23,8 @@ from em_chunks.engine.decode import check_affinities, check_labels, run_tune
 from em_chunks.engine.source import Source
 from em_chunks.errors import InputError
 from em_chunks.geometry import ChunkGrid, parse_chunks, storage_aligned
+from em_chunks.ops.params import MERGE_FUNCTIONS  # the default search: the named merge functions
 
-MERGE_FUNCTIONS = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256", "aff15_his256", "aff50_mean")
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 AFF_THRESHOLDS = ((0.1, 0.999),)
 

@@ -45,8 +45,9 @@ def describe_validation_error(err: ValidationError, source: str, overrides: Sequ
     """One line naming where the first bad field came from (the file, or the command-line override that
     set it) and what is wrong with it, for the CLI's exit-2 message."""
     first = err.errors()[0]
-    loc = field_prefix + ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
-    msg = first.get("msg", "invalid value")
+    loc = (field_prefix + ".".join(str(p) for p in first.get("loc", ()))).rstrip(".") or "(top level)"
+    # a section's own check (e.g. DecodeConfig's, which are DecodeParams's) names its field itself
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     culprit = _culprit(tuple(first.get("loc", ())), overrides) if overrides else None
     return f"{culprit or source}: field '{loc}': {msg}{more}"

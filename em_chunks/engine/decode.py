@@ -14,6 +14,10 @@ Stages (each resumable: a chunk or block is done once its outputs and marker are
 
 Everything is submitted at once, each task waiting only for what it reads, so the stages overlap
 (and overlap inference in predict). The client holds futures, counts and final scalars.
+
+Every decode option travels in one :class:`~em_chunks.ops.params.DecodeParams` (built and validated by
+``DecodeConfig.params()``), passed whole to the kernels; an agglomeration's is in its ``Trial``. Nothing
+here is specific to one option (docs/architecture.md, "Where a decode option lives").
 """
 
 from __future__ import annotations
@@ -39,10 +43,8 @@ from em_chunks.io.ome_zarr import check_alignment, create_fragments, create_segm
     open_root
 from em_chunks.ops import metrics as M
 from em_chunks.ops.affinity import as_float_affinities
-from em_chunks.ops.agglomerate import scoring_of
 from em_chunks.ops.fragments import fragment_chunk, link_chunk
 from em_chunks.ops.ids import IdLookup, relabel_chunk
-from em_chunks.ops.octree_merge import Merging
 from em_chunks.ops.params import DecodeParams
 from em_chunks.ops.region_graph import region_graph_chunk, stage_c_chunks
 
@@ -66,7 +68,7 @@ def _affs(t: DecodeTargets, box: Box, params: DecodeParams) -> np.ndarray:
 
 def _kernel_params(params: DecodeParams) -> DecodeParams:
     """The kernels see only the three channels that were read."""
-    return dataclasses.replace(params, channels=SHORT_RANGE)
+    return params.replace(channels=SHORT_RANGE)
 
 
 def _read_labels(path: str, box: Box, shape: Sequence[int]) -> np.ndarray:
@@ -113,10 +115,10 @@ def stage_region_graph(chunk: Chunk, grid: ChunkGrid, t: DecodeTargets, params: 
     return {"edges": np.int64(len(edges))}
 
 
-def stage_segmentation(chunk: Chunk, t: DecodeTargets, paths: S.Paths, trial: S.Trial, segment_ids: str) -> dict:
+def stage_segmentation(chunk: Chunk, t: DecodeTargets, paths: S.Paths, trial: S.Trial) -> dict:
     """Stage D: relabel the stored fragments with the first threshold's segment ids."""
     piece_ids, info = S.load_fraginfo(paths, chunk.id)
-    frag_ids, names = S.final_ids(paths, chunk.id, trial, segment_ids)
+    frag_ids, names = S.final_ids(paths, chunk.id, trial)
     to_segment = IdLookup(piece_ids, info.canonical).compose(IdLookup(frag_ids, names[0]))
     arr = zarr.open_array(t.fragments, mode="r")
     seg = relabel_chunk(np.asarray(arr[chunk.core.slices()]), to_segment)
@@ -159,9 +161,8 @@ def check_labels(labels: Source, shape: Sequence[int], what: str = "segmentation
 
 
 def trial_of(params: DecodeParams, name: str = "", merge_function: Optional[str] = None) -> S.Trial:
-    scoring, init = scoring_of(merge_function or params.merge_function, params.init_with_max)
-    return S.Trial(name, Merging(scoring, init, tuple(params.thresholds)), params.dust_merge_size,
-                   params.dust_remove_size)
+    """One agglomeration of the decode: ``params``, with ``merge_function`` instead of its own if given."""
+    return S.Trial(name, params.replace(merge_function=merge_function) if merge_function else params)
 
 
 @dataclass
@@ -257,19 +258,18 @@ def submit_fragments(sub: Submitter, t: DecodeTargets, params: DecodeParams, ful
     return FragmentStages(t, paths, graph.futures)
 
 
-def submit_agglomeration(sub: Submitter, fs: FragmentStages, trial: S.Trial, backend: str, segment_ids: str,
-                         prefix: str = "") -> dict[int, Any]:
+def submit_agglomeration(sub: Submitter, fs: FragmentStages, trial: S.Trial, prefix: str = "") -> dict[int, Any]:
     """Agglomeration (+ dust) of one trial; returns the per-chunk futures of its ``final`` names."""
     grid, paths = sub.grid, fs.paths
     chunks = list(grid)
-    if backend in ("python", "waterz"):
+    if trial.params.backend in ("python", "waterz"):
         g = sub.stage(f"{prefix}gather", [Chunk((0, 0, 0), 0, grid.volume, grid.volume)], S.gather,
-                      lambda c: (grid, paths, trial, backend, segment_ids),
+                      lambda c: (grid, paths, trial),
                       lambda c: list(fs.graph.values()))
         return {c.id: g.futures.get(0) for c in chunks}
     names = sub.octree(f"{prefix}merge", S.merge_up, S.merge_down, (paths, trial), lambda cid: [fs.graph.get(cid)])
     before = names
-    if trial.dust_limit > 0:
+    if trial.params.dust_limit > 0:
         before = sub.octree(f"{prefix}dust", S.dust_up, S.dust_down, (paths, trial),
                             lambda cid: [names.get(cid), fs.graph.get(cid)])
     final = sub.stage(f"{prefix}finalize", chunks, S.finalize, lambda c: (paths, trial),
@@ -286,10 +286,6 @@ def prepare_outputs(out: Path, grid: ChunkGrid, voxel_size: Optional[Sequence[fl
     frag_arr = create_fragments(root, shape, store)
     seg_arr = create_segmentation(root, shape, store, voxel_size)
     return f"{out}/{frag_arr.path}", f"{out}/{seg_arr.path}"
-
-
-def _backend(params: DecodeParams) -> str:
-    return "distributed" if params.agglomeration == "auto" else params.agglomeration
 
 
 def run_decode(
@@ -317,17 +313,16 @@ def run_decode(
     up = upstream or Upstream([], {})
     sub = Submitter(client, state, grid, progress, up.prefer)
     trial = trial_of(params)
-    fs = submit_fragments(sub, t, params, trial.merging.full_histograms, up)
-    final = submit_agglomeration(sub, fs, trial, _backend(params), params.segment_ids)
+    fs = submit_fragments(sub, t, params, params.full_histograms, up)
+    final = submit_agglomeration(sub, fs, trial)
     consecutive = params.segment_ids == "consecutive"
-    ids_mode = "packed" if consecutive else params.segment_ids
     written = t
     if consecutive:  # packed ids first, renumbered 1..N below
         root = open_root(out)
         packed = create_work_array(root, "segmentation-ids", tuple(grid.shape), np.uint64, tuple(grid.align))
         written = dataclasses.replace(t, segmentation=f"{out}/{packed.path}")
     seg = sub.stage("segmentation", list(grid), stage_segmentation,
-                    lambda c: (written, fs.paths, trial, ids_mode), lambda c: [final.get(c.id)])
+                    lambda c: (written, fs.paths, trial), lambda c: [final.get(c.id)])
     done = collect(up.runs + sub.runs, state, record=record)
     if consecutive:
         from em_chunks.engine.consecutive import run_consecutive
@@ -337,10 +332,10 @@ def run_decode(
     metrics: dict[str, Any] = {
         "fragments": int(sum(int(s["fragments"]) for st, r in done.items() if st.startswith("join-up")
                              for s in r.values())),
-        "region_graph_edges": _edges(done, _backend(params)),
+        "region_graph_edges": _edges(done, params.backend),
         "segments": int(sum(int(s["segments"]) for s in done[seg.stage].values())),
         "threshold": params.thresholds[0],
-        "agglomeration": _backend(params),
+        "agglomeration": params.backend,
     }
     if labels is not None:
         from em_chunks.engine.metrics_reduce import contingency_scores
@@ -380,9 +375,9 @@ def run_tune(
     state = RunState(out)
     sub = Submitter(client, state, grid, progress)
     trials = [trial_of(params, name=mf, merge_function=mf) for mf in merge_functions]
-    fs = submit_fragments(sub, t, params, any(tr.merging.full_histograms for tr in trials))
+    fs = submit_fragments(sub, t, params, any(tr.params.full_histograms for tr in trials))
     for tr in trials:
-        submit_agglomeration(sub, fs, tr, _backend(params), params.segment_ids, prefix=f"{tr.name}/")
+        submit_agglomeration(sub, fs, tr, prefix=f"{tr.name}/")
     collect(sub.runs, state, record=record)
     from em_chunks.engine.metrics_reduce import contingency_scores
 

@@ -28,8 +28,9 @@ from em_chunks.ops.octree_dust import DustDecisions, DustMessage, DustState, app
     route_down
 from em_chunks.ops.octree_fragments import FragmentInfo, JoinMessage, JoinState, catalog, child_info, join_block, \
     leaf_join_message, resolve_block, select
-from em_chunks.ops.octree_merge import BlockState, Merging, Names, UpMessage, child_names, leaf_message, \
-    merge_block, name_block
+from em_chunks.ops.octree_merge import BlockState, Names, UpMessage, child_names, leaf_message, merge_block, \
+    name_block
+from em_chunks.ops.params import DecodeParams
 from em_chunks.ops.region_graph import EdgeHistograms
 
 _I64, _U64 = np.int64, np.uint64
@@ -148,28 +149,21 @@ def graph_record(chunk_id: int, own: FragmentInfo, frags: FragmentInfo, edges: E
 # ---- agglomeration ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Trial:
-    """One agglomeration over the region graph: its merging and dust parameters and where it writes."""
+    """One agglomeration over the region graph: its parameters (merging, dust, naming, backend: the
+    decode's, with this trial's merge function) and where it writes."""
 
     name: str  # sub-folder of the data folder ("" for a decode)
-    merging: Merging
-    dust_merge_size: int = 0
-    dust_remove_size: int = 0
-
-    @property
-    def dust_limit(self) -> int:
-        from em_chunks.ops.dust import tracked_limit
-
-        return tracked_limit(self.dust_merge_size, self.dust_remove_size)
+    params: DecodeParams
 
 
 def merge_up(chunk: Chunk, tree: Octree, level: int, paths: Paths, trial: Trial) -> dict:
     b = _block(tree, level, chunk)
     if level == 0:
         g = load(paths.file("graph", b.id))
-        kids = [leaf_message(b.id, FragmentInfo.from_arrays(g), edges_from(g), trial.merging)]
+        kids = [leaf_message(b.id, FragmentInfo.from_arrays(g), edges_from(g), trial.params)]
     else:
         kids = [UpMessage.from_arrays(load(paths.file("merge", c.id, c.level, trial.name))) for c in tree.children(b)]
-    msg, st, counts = merge_block(kids, b, tree, trial.merging)
+    msg, st, counts = merge_block(kids, b, tree, trial.params)
     save(paths.file("merge-state", b.id, level, trial.name), st.arrays())
     save(paths.file("merge", b.id, level, trial.name), msg.arrays())
     return {"regions_up": np.int64(msg.n_regions), "edges_up": np.int64(msg.e_u.size), **counts}
@@ -179,7 +173,7 @@ def merge_down(chunk: Chunk, tree: Octree, level: int, paths: Paths, trial: Tria
     b = _block(tree, level, chunk)
     st = BlockState.from_arrays(load(paths.file("merge-state", b.id, level, trial.name)))
     parent = None if level == tree.top else Names.from_arrays(load(paths.file("names-down", b.id, level, trial.name)))
-    names = name_block(st, b, parent, trial.merging.thresholds)
+    names = name_block(st, b, parent, trial.params.thresholds)
     if level == 0:
         rid = load(paths.file("graph", b.id))["f_canonical"]
         save(paths.file("names", b.id, trial=trial.name), {"fragments": rid, **child_names(st, names, 0).arrays()})
@@ -193,10 +187,10 @@ def dust_up(chunk: Chunk, tree: Octree, level: int, paths: Paths, trial: Trial) 
     if level == 0:
         nm = load(paths.file("names", b.id, trial=trial.name))
         g = load(paths.file("graph", b.id))
-        kids = [dust_leaf(nm["fragments"], Names.from_arrays(nm), edges_from(g), trial.dust_limit)]
+        kids = [dust_leaf(nm["fragments"], Names.from_arrays(nm), edges_from(g), trial.params)]
     else:
         kids = [DustMessage.from_arrays(load(paths.file("dust", c.id, c.level, trial.name))) for c in tree.children(b)]
-    msg, st = dust_block(kids, b, tree, trial.dust_merge_size, trial.dust_remove_size, trial.dust_limit)
+    msg, st = dust_block(kids, b, tree, trial.params)
     if level == tree.top and msg.n_t.size:
         raise AssertionError("dust left undecided at the root")
     save(paths.file("dust-state", b.id, level, trial.name), st.arrays())
@@ -220,17 +214,17 @@ def finalize(chunk: Chunk, paths: Paths, trial: Trial) -> dict:
     """A chunk's fragment names after dust: ``final`` (rid, key per threshold; removed: 0 / -1)."""
     nm = load(paths.file("names", chunk.id, trial=trial.name))
     names = Names.from_arrays(nm)
-    if trial.dust_limit > 0:
+    if trial.params.dust_limit > 0:
         dec = DustDecisions.from_arrays(load(paths.file("decisions", chunk.id, trial=trial.name)))
     else:
         dec = DustDecisions.empty()
-    rid, key = apply_dust(names, dec, trial.dust_merge_size, trial.dust_remove_size)
+    rid, key = apply_dust(names, dec, trial.params)
     save(paths.file("final", chunk.id, trial=trial.name),
          {"fragments": nm["fragments"], "final_rid": rid, "final_key": key})
     return {"fragments": np.int64(nm["fragments"].size)}
 
 
-def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial, backend: str, segment_ids: str) -> dict:
+def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial) -> dict:
     """The single-process backends (``python``, ``waterz``): the whole fragment graph in this one task,
     agglomerated by ``ops.agglomerate``; writes every chunk's ``final`` names. Memory grows with the
     volume: this is the reference, not the scalable path."""
@@ -256,10 +250,7 @@ def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial, backend: s
     order = np.argsort(local, kind="stable")
     table = FragmentTable(local[order], lc[order], uniq[by_key], fkeys[by_key].astype(_I64), fsizes[by_key].astype(_I64))
     edges = merge_histograms(parts)
-    m = trial.merging
-    seg = agglomerate(table, edges, m.thresholds, f"aff{m.scoring.quantile}_his256" if m.scoring.kind == "quantile"
-                      else "aff50_mean", m.init_with_max, trial.dust_merge_size, trial.dust_remove_size, "packed",
-                      backend=backend)
+    seg = agglomerate(table, edges, trial.params.replace(segment_ids="packed"))  # final_ids names them
     seg = np.stack(seg) if seg else np.zeros((0, len(table)), _U64)
     rows = table.index_of(np.where(seg == 0, table.ids[0] if len(table) else 0, seg)) if len(table) else seg
     final_key = np.where(seg == 0, -1, table.keys[rows] if len(table) else seg).astype(_I64)
@@ -270,10 +261,11 @@ def gather(chunk: Chunk, grid: ChunkGrid, paths: Paths, trial: Trial, backend: s
     return {"fragments": np.int64(len(table)), "edges": np.int64(len(edges))}
 
 
-def final_ids(paths: Paths, chunk_id: int, trial: Trial, segment_ids: str) -> tuple[np.ndarray, np.ndarray]:
-    """(fragment ids, output segment id per threshold and fragment; 0 = background) of a chunk."""
+def final_ids(paths: Paths, chunk_id: int, trial: Trial) -> tuple[np.ndarray, np.ndarray]:
+    """(fragment ids, output segment id per threshold and fragment, named as ``trial.params.naming``;
+    0 = background) of a chunk."""
     f = load(paths.file("final", chunk_id, trial=trial.name))
-    if segment_ids == "first_voxel":
+    if trial.params.naming == "first_voxel":
         ids = np.where(f["final_key"] < 0, 0, f["final_key"] + 1).astype(_U64)
     else:
         ids = np.asarray(f["final_rid"], _U64)

@@ -297,7 +297,9 @@ def collect(
     try:
         for fut in as_completed(list(where)):
             run, chunk = where[fut]
-            if fut.status == "finished":
+            # a result lost with its worker after finishing is computed again: wait for that (a pending
+            # future's exception() waits, and is None when it then succeeds)
+            if fut.status == "finished" or fut.exception() is None:
                 result = fut.result()
                 summaries[run.stage][chunk.id] = result
                 bar.advance(run.stage, chunk.core.size, result)

@@ -1,6 +1,6 @@
 """Pure per-chunk kernels (numpy in, numpy out): decoding and evaluation. No dask, zarr or pydantic."""
 
-from em_chunks.ops.agglomerate import MERGE_FUNCTIONS, agglomerate, parse_merge_function
+from em_chunks.ops.agglomerate import agglomerate
 from em_chunks.ops.decode_reference import decode_volume, read_padded
 from em_chunks.ops.exact_sum import ExactSum
 from em_chunks.ops.fragments import (
@@ -19,7 +19,7 @@ from em_chunks.ops.metrics import (
     merge_contingency,
     scores,
 )
-from em_chunks.ops.params import DecodeParams
+from em_chunks.ops.params import MERGE_FUNCTIONS, DecodeParams, parse_merge_function
 from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_graph_chunk, stage_c_chunks
 from em_chunks.ops.tune import score_agglomerations
 

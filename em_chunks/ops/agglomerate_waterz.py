@@ -19,9 +19,10 @@ step is a function of the ranked graph, which does not depend on the chunk grid.
 can differ from the Python backend's only in the order of equal scores after rescoring (the Python
 backend rescores eagerly), the same difference as between our decoding and whole-volume waterz.
 
-Only ``aff{Q}_his256`` with ``InitWithMax`` and Q in waterz's prebuilt set (10, 15, .., 95) is
-supported: a mean or a full histogram would need one voxel pair per voxel-edge. Naming and dust
-handling are the Python backend's (``ops/agglomerate.name_segments``).
+Only ``aff{Q}_his256`` with ``InitWithMax`` and Q in waterz's prebuilt set (10, 15, .., 95,
+``ops/params.WATERZ_QUANTILES``) is supported: a mean or a full histogram would need one voxel pair
+per voxel-edge; ``DecodeParams`` refuses the others. Naming and dust handling are the Python
+backend's: both call ``ops/segments.name_segments``.
 
 Cost (benchmarks/agglomerate.py): about as fast as the Python backend (1.6-1.9x faster up to ~75k
 fragments, none at ~260k), with ~4x its memory: waterz's ``HistogramQuantileProvider`` keeps a dense
@@ -34,27 +35,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
 from em_chunks.ops.affinity import BINS
 from em_chunks.ops.fragments import FragmentTable
+from em_chunks.ops.params import DecodeParams
 from em_chunks.ops.region_graph import EdgeHistograms
-
-# quantiles waterz ships compiled with discretize_queue=256 (others need a C++ toolchain + witty)
-WATERZ_QUANTILES = frozenset(range(10, 100, 5))
+from em_chunks.ops.segments import name_segments
 
 
 def waterz_scoring_function(quantile: int) -> str:
     """waterz's C++ spelling of ``aff{quantile}_his256`` with InitWithMax."""
     q = int(quantile)
     return f"OneMinus<HistogramQuantileAffinity<RegionGraphType,{q},ScoreValue,256,true>>"
-
-
-def supports(kind: str, quantile: int, init_with_max: bool) -> bool:
-    """True when the waterz backend reproduces this merge function exactly."""
-    return kind == "quantile" and bool(init_with_max) and int(quantile) in WATERZ_QUANTILES
 
 
 @contextlib.contextmanager
@@ -103,35 +98,22 @@ def embed_graph(a: np.ndarray, b: np.ndarray, max_bin: np.ndarray) -> tuple[np.n
     return affs, labels
 
 
-def agglomerate_waterz(
-    table: FragmentTable,
-    edges: EdgeHistograms,
-    thresholds: Sequence[float],
-    quantile: int,
-    dust_merge_size: int = 0,
-    dust_remove_size: int = 0,
-    segment_ids: str = "packed",
-) -> list[np.ndarray]:
-    """``agglomerate`` for ``aff{quantile}_his256`` with InitWithMax, run by waterz's C++ core.
+def agglomerate_waterz(table: FragmentTable, edges: EdgeHistograms, params: DecodeParams) -> list[np.ndarray]:
+    """``agglomerate`` for ``aff{Q}_his256`` with InitWithMax, run by waterz's C++ core.
 
-    Same contract as ``em_chunks.ops.agglomerate.agglomerate`` (ascending thresholds, one uint64
-    segment id per fragment aligned with ``table.ids`` per threshold, 0 = removed dust).
+    Same contract as ``em_chunks.ops.agglomerate.agglomerate`` (one uint64 segment id per fragment
+    aligned with ``table.ids`` per threshold, 0 = removed dust).
     """
     import waterz
 
-    from em_chunks.ops.agglomerate import name_segments  # naming and dust, shared with the Python backend
-
-    if int(quantile) not in WATERZ_QUANTILES:
-        raise ValueError(
-            f"waterz backend: quantile {quantile} is not one of {sorted(WATERZ_QUANTILES)}"
-        )
+    if not params.waterz_supported:
+        raise ValueError(f"waterz backend: merge function {params.merge_function!r} is not one waterz reproduces")
     n = len(table)
-    ths = [float(t) for t in thresholds]
+    ths = list(params.thresholds)
     a, b, max_bin = canonical_edges(table, edges)
-    names = table.ids if segment_ids == "packed" else table.keys.astype(np.uint64) + np.uint64(1)
     fragment = np.arange(n, dtype=np.int64)
     roots_per_threshold: list[np.ndarray] = []
-    if a.size == 0 or not ths:
+    if a.size == 0:
         roots_per_threshold = [fragment.copy() for _ in ths]
     else:
         affs, labels = embed_graph(a, b, max_bin)
@@ -142,13 +124,10 @@ def agglomerate_waterz(
         row = labels[0, 0]
         with _quiet_stdout():
             for _ in waterz.agglomerate(
-                affs, list(ths), fragments=labels, discretize_queue=256,
-                scoring_function=waterz_scoring_function(quantile),
+                affs, ths, fragments=labels, discretize_queue=256,
+                scoring_function=waterz_scoring_function(params.scoring.quantile),
             ):
                 root = fragment.copy()
                 root[has] = row[pos[has]].astype(np.int64) - 1
                 roots_per_threshold.append(root)
-    rows_u = table.index_of(edges.u) if len(edges) else np.zeros(0, np.int64)
-    rows_v = table.index_of(edges.v) if len(edges) else np.zeros(0, np.int64)
-    return [name_segments(table, edges, rows_u, rows_v, root, dust_merge_size, dust_remove_size, segment_ids)
-            for root in roots_per_threshold]
+    return [name_segments(table, edges, root, params) for root in roots_per_threshold]

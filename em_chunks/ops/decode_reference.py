@@ -81,11 +81,7 @@ def decode_volume(
     grid = ChunkGrid(tuple(affs.shape[1:]), tuple(pieces), CONTEXT_GROW)
     labels, table = fragments_volume(affs, grid, params)
     edges = region_graph_volume(affs, labels, table, grid, params)
-    ids = "packed" if params.segment_ids == "consecutive" else params.segment_ids
-    per_threshold = agglomerate(
-        table, edges, params.thresholds, params.merge_function, params.init_with_max,
-        params.dust_merge_size, params.dust_remove_size, ids, backend=params.agglomeration,
-    )
+    per_threshold = agglomerate(table, edges, params)
     out = []
     for seg_of_fragment in per_threshold:
         seg = np.zeros(labels.shape, np.uint64)
@@ -106,12 +102,10 @@ def decode_volume_octree(
     fragment join on the octree, stage C per chunk on canonical fragments, the agglomeration on the
     octree (bottom-up, then names top-down), dust, stage D. Equal to :func:`decode_volume`."""
     from em_chunks.geometry.octree import Octree
-    from em_chunks.ops.agglomerate import scoring_of
     from em_chunks.ops.ids import IdLookup
-    from em_chunks.ops.octree_fragments import catalog, leaf_join_message, run_joins, select
-    from em_chunks.ops.dust import tracked_limit
     from em_chunks.ops.octree_dust import DustDecisions, apply_dust, dust_leaf, run_dust
-    from em_chunks.ops.octree_merge import Merging, leaf_message, run_octree
+    from em_chunks.ops.octree_fragments import catalog, leaf_join_message, run_joins, select
+    from em_chunks.ops.octree_merge import leaf_message, run_octree
 
     affs = np.asarray(affs)
     shape = tuple(affs.shape[1:])
@@ -130,28 +124,24 @@ def decode_volume_octree(
         s = summaries[ch.id]
         joins[ch.id] = leaf_join_message(s.ids, s.sizes, s.keys, s.faces, links)
     infos = run_joins(tree, joins)
-    scoring, init_with_max = scoring_of(params.merge_function, params.init_with_max)
-    m = Merging(scoring, init_with_max, tuple(params.thresholds))
     leaves, own, edges_of = {}, {}, {}
     for ch in grid:
         near = stage_c_chunks(grid, ch)
         lookup, frags = catalog([summaries[c].ids for c in near], [infos[c] for c in near])
         edges = region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
-                                   ch.context, params, m.full_histograms, lookup=lookup, volume_shape=shape)
+                                   ch.context, params, params.full_histograms, lookup=lookup, volume_shape=shape)
         own[ch.id] = IdLookup(summaries[ch.id].ids, infos[ch.id].canonical)
         edges_of[ch.id] = edges
         present = np.unique(np.concatenate([infos[ch.id].canonical, edges.u, edges.v]))
-        leaves[ch.id] = leaf_message(ch.id, select(frags, present), edges, m)
-    names = run_octree(tree, leaves, m)
-    merge_size, remove_size = params.dust_merge_size, params.dust_remove_size
-    limit = tracked_limit(merge_size, remove_size)
+        leaves[ch.id] = leaf_message(ch.id, select(frags, present), edges, params)
+    names = run_octree(tree, leaves, params)
     decisions = {ch.id: DustDecisions.empty() for ch in grid}
-    if limit > 0:
-        dust_leaves = {ch.id: dust_leaf(leaves[ch.id].rid, names[ch.id], edges_of[ch.id], limit) for ch in grid}
-        decisions = run_dust(tree, dust_leaves, merge_size, remove_size, limit)
-    final = {ch.id: apply_dust(names[ch.id], decisions[ch.id], merge_size, remove_size) for ch in grid}
+    if params.dust_limit > 0:
+        dust_leaves = {ch.id: dust_leaf(leaves[ch.id].rid, names[ch.id], edges_of[ch.id], params) for ch in grid}
+        decisions = run_dust(tree, dust_leaves, params)
+    final = {ch.id: apply_dust(names[ch.id], decisions[ch.id], params) for ch in grid}
     out = []
-    for i in range(len(m.thresholds)):
+    for i in range(len(params.thresholds)):
         seg = np.zeros(shape, np.uint64)
         for ch in grid:
             rid, key = final[ch.id]

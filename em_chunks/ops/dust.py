@@ -51,11 +51,6 @@ def group_links(a: np.ndarray, b: np.ndarray, max_bin: np.ndarray, contact: np.n
     return Links(lo[starts], hi[starts], np.maximum.reduceat(mb, starts), np.minimum.reduceat(ct, starts))
 
 
-def tracked_limit(merge_size: int, remove_size: int) -> int:
-    """Segments below this size take part in dust handling (0: none)."""
-    return max(int(merge_size), int(remove_size)) if merge_size > 0 else 0
-
-
 def dust(sizes: np.ndarray, keys: np.ndarray, links: Links, merge_size: int, remove_size: int
          ) -> tuple[np.ndarray, np.ndarray]:
     """The dust rule on a segment graph: (root node of every node, True where the node is removed).

@@ -293,7 +293,7 @@ def _merge_loop(n, ea, eb, key, ident, count, aff_sum, combined, hstart, hbin, h
 
 def merge_regions_compiled(g, s, max_threshold: float, frozen=None):
     """``ops.merging.merge_regions`` computed by the compiled loop (same result)."""
-    from em_chunks.ops.merging import MergeGraph, MergeResult, initial_scores, score_keys, stop_key
+    from em_chunks.ops.merge_graph import MergeGraph, MergeResult, initial_scores, score_keys, stop_key
 
     n, ne = g.n, int(g.u.size)
     keys = score_keys(initial_scores(s, g)) if ne else np.zeros(0, np.int64)

@@ -19,6 +19,7 @@ from em_chunks.geometry.octree import Block, Octree
 from em_chunks.ops.dust import dust, group_links
 from em_chunks.ops.octree_merge import closed_in
 from em_chunks.ops.octree_util import components, concat, runs
+from em_chunks.ops.params import DecodeParams
 
 _I64, _U64 = np.int64, np.uint64
 
@@ -106,14 +107,14 @@ class DustState(_Arrays):
         return DustDecisions(self.d_t, self.d_rid, self.d_final_rid, self.d_final_key, self.d_removed)
 
 
-def dust_leaf(fragment_rid: np.ndarray, names, edges, limit: int) -> DustMessage:
+def dust_leaf(fragment_rid: np.ndarray, names, edges, params: DecodeParams) -> DustMessage:
     """A chunk's tracked segments and their contacts, per threshold.
 
     ``fragment_rid``: the leaf's fragment ids (sorted), ``names``: their
     :class:`~em_chunks.ops.octree_merge.Names` (thresholds x fragments), ``edges``: the chunk's
     stage-C edges between canonical fragments (partial: max bin and first contact are per chunk).
     """
-    n_t = names.rid.shape[0]
+    n_t, limit = names.rid.shape[0], params.dust_limit
     frag = np.asarray(fragment_rid, _U64)
     iu = np.searchsorted(frag, np.asarray(edges.u, _U64))
     iv = np.searchsorted(frag, np.asarray(edges.v, _U64))
@@ -148,8 +149,8 @@ def _message(nodes, links) -> DustMessage:
                        lkb[first], red(np.maximum, lm), red(np.minimum, lc))
 
 
-def dust_block(children: Sequence[DustMessage], block: Block, tree: Octree, merge_size: int, remove_size: int,
-               limit: int) -> tuple[DustMessage, DustState]:
+def dust_block(children: Sequence[DustMessage], block: Block, tree: Octree, params: DecodeParams
+               ) -> tuple[DustMessage, DustState]:
     """Decide the clusters that are complete in ``block``; pass the others up."""
     nt, nrid = concat(children, "n_t", _I64), concat(children, "n_rid", _U64)
     c_child = np.repeat(np.arange(len(children), dtype=_I64), [c.n_t.size for c in children])
@@ -175,8 +176,7 @@ def dust_block(children: Sequence[DustMessage], block: Block, tree: Octree, merg
         np.logical_and.at(ready, comp, closed[sel])
         done = ready[comp] if rid_t.size else np.zeros(0, bool)
         if done.any():
-            decided.append(_decide(t, sel[done], node, la, lb, merged, lsel, ia, ib, done, merge_size, remove_size,
-                                   limit))
+            decided.append(_decide(t, sel[done], node, la, lb, merged, lsel, ia, ib, done, params))
         keep_n = sel[~done]
         up_nodes.append(tuple(node[f][keep_n] for f in ("n_t", "n_rid", "n_key", "n_size", "n_level", "n_block")))
         open_end = ((ia >= 0) & ~done[np.maximum(ia, 0)]) | ((ib >= 0) & ~done[np.maximum(ib, 0)])
@@ -196,7 +196,7 @@ def _index(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
         np.full(ids.shape, -1, _I64)
 
 
-def _decide(t, members, node, la, lb, merged, lsel, ia, ib, done, merge_size, remove_size, limit):
+def _decide(t, members, node, la, lb, merged, lsel, ia, ib, done, params: DecodeParams):
     """Run the dust rule on complete clusters: members (node rows) and the segments they touch."""
     mem_rid = node["n_rid"][members]
     touch = ((ia >= 0) & done[np.maximum(ia, 0)]) | ((ib >= 0) & done[np.maximum(ib, 0)])
@@ -210,10 +210,10 @@ def _decide(t, members, node, la, lb, merged, lsel, ia, ib, done, merge_size, re
     sorted_ids = ids[order]
     ga = order[np.searchsorted(sorted_ids, a)]
     gb = order[np.searchsorted(sorted_ids, b)]
-    sizes = np.r_[node["n_size"][members], np.full(others.size, limit, _I64)]
+    sizes = np.r_[node["n_size"][members], np.full(others.size, params.dust_limit, _I64)]
     keys = np.r_[node["n_key"][members], other_keys]
     links = group_links(ga, gb, merged.l_max_bin[lsel][touch], merged.l_contact[lsel][touch])
-    root, removed = dust(sizes, keys, links, merge_size, remove_size)
+    root, removed = dust(sizes, keys, links, params.dust_merge_size, params.dust_remove_size)
     k = mem_rid.size
     return (np.full(k, t, _I64), mem_rid, ids[root[:k]].astype(_U64), keys[root[:k]].astype(_I64), removed[:k])
 
@@ -227,8 +227,7 @@ def route_down(state: DustState, parent: DustDecisions | None, child: int) -> Du
     return allc.select(state.c_t[mine], state.c_rid[mine])
 
 
-def run_dust(tree: Octree, leaves: dict[int, DustMessage], merge_size: int, remove_size: int, limit: int
-             ) -> dict[int, DustDecisions]:
+def run_dust(tree: Octree, leaves: dict[int, DustMessage], params: DecodeParams) -> dict[int, DustDecisions]:
     """The whole dust pass in one process (the reference of the engine's tasks): per chunk id, the
     decisions about the tracked segments it reported."""
     states: dict[tuple[int, int], DustState] = {}
@@ -236,7 +235,7 @@ def run_dust(tree: Octree, leaves: dict[int, DustMessage], merge_size: int, remo
     for level in tree.levels:
         for b in tree.blocks(level):
             kids = [leaves[tree.grid.flat_id(b.lo)]] if level == 0 else [msgs[(level - 1, c.id)] for c in tree.children(b)]
-            msgs[(level, b.id)], states[(level, b.id)] = dust_block(kids, b, tree, merge_size, remove_size, limit)
+            msgs[(level, b.id)], states[(level, b.id)] = dust_block(kids, b, tree, params)
             if level == tree.top and msgs[(level, b.id)].n_t.size:
                 raise AssertionError("the root left dust undecided")
     down: dict[tuple[int, int], DustDecisions | None] = {(tree.top, 0): None}
@@ -251,10 +250,11 @@ def run_dust(tree: Octree, leaves: dict[int, DustMessage], merge_size: int, remo
     return out
 
 
-def apply_dust(names, decisions: DustDecisions, merge_size: int, remove_size: int) -> tuple[np.ndarray, np.ndarray]:
+def apply_dust(names, decisions: DustDecisions, params: DecodeParams) -> tuple[np.ndarray, np.ndarray]:
     """Final (rid, key) per threshold and item after dust: ``names`` (thresholds x items) with each
     decided segment renamed, removed ones set to rid 0 / key -1. Without dust merging, segments
-    smaller than ``remove_size`` are removed directly."""
+    smaller than ``params.dust_remove_size`` are removed directly."""
+    merge_size, remove_size = params.dust_merge_size, params.dust_remove_size
     rid, key = names.rid.copy(), names.key.copy()
     gone = np.zeros(rid.shape, bool)
     if merge_size <= 0:

@@ -29,10 +29,11 @@ from typing import Sequence
 import numpy as np
 
 from em_chunks.geometry.octree import Block, Octree
-from em_chunks.ops.agglomerate import components_below
 from em_chunks.ops.ids import chunk_of
-from em_chunks.ops.merging import MergeGraph, Scoring, merge_regions, tie_order
+from em_chunks.ops.merging import MergeGraph, merge_regions, tie_order
 from em_chunks.ops.octree_util import concat, lookup, min_key_member, runs
+from em_chunks.ops.params import DecodeParams
+from em_chunks.ops.segments import components_below
 
 _I64, _U64 = np.int64, np.uint64
 NO_KEY = np.iinfo(np.int64).max  # a stand-in's key: larger than every real key
@@ -123,24 +124,7 @@ class Names(_Arrays):
         return Names(*(getattr(self, f.name)[:, index] for f in fields(self)))
 
 
-@dataclass(frozen=True)
-class Merging:
-    """The merging parameters a block needs (plain values: they travel with the task)."""
-
-    scoring: Scoring
-    init_with_max: bool
-    thresholds: tuple[float, ...]
-
-    @property
-    def max_threshold(self) -> float:
-        return max(self.thresholds) if self.thresholds else 0.0
-
-    @property
-    def full_histograms(self) -> bool:
-        return self.scoring.kind == "quantile" and not self.init_with_max
-
-
-def leaf_message(chunk_id: int, fragments, edges, m: Merging) -> UpMessage:
+def leaf_message(chunk_id: int, fragments, edges, m: DecodeParams) -> UpMessage:
     """A chunk's region graph as a message.
 
     ``fragments``: :class:`~em_chunks.ops.octree_fragments.FragmentInfo` of every fragment the chunk
@@ -194,7 +178,7 @@ def _parts(n: int, merges: tuple, level_cap: float, t_size: np.ndarray, t_key: n
     return comp, size, t_key[first, i], t_rid[first, i]
 
 
-def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Merging
+def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: DecodeParams
                 ) -> tuple[UpMessage, BlockState, dict[str, int]]:
     """Steps 1-3 of the module docstring for one block; returns (up message, state for naming,
     counts: ``edges`` = fragment pairs whose statistics became whole here)."""
@@ -233,7 +217,7 @@ def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Me
     g, raw = _merge_input(children, eu, ev, closed, m)
 
     # ---- 2. merging -----------------------------------------------------------------------------
-    res = merge_regions(g, m.scoring, m.max_threshold)
+    res = merge_regions(g, m)
     root = res.root
     is_root = root == np.arange(n)
     region_open = np.zeros(n, bool)
@@ -278,7 +262,7 @@ def merge_block(children: Sequence[UpMessage], block: Block, tree: Octree, m: Me
     return msg, state, {"edges": int(newly.sum())}
 
 
-def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, closed: np.ndarray, m: Merging
+def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, closed: np.ndarray, m: DecodeParams
                  ) -> tuple[MergeGraph, dict[str, np.ndarray]]:
     """The children's edges as a :class:`MergeGraph` over the block's nodes.
 
@@ -325,7 +309,7 @@ def _merge_input(children: Sequence[UpMessage], eu: np.ndarray, ev: np.ndarray, 
 
 
 def _edges_out(e: MergeGraph, keep: np.ndarray, u_id: np.ndarray, v_id: np.ndarray, raw_bin: np.ndarray,
-               raw_contact: np.ndarray, m: Merging) -> dict[str, np.ndarray]:
+               raw_contact: np.ndarray, m: DecodeParams) -> dict[str, np.ndarray]:
     """The surviving edges ``keep`` of a merge result as message columns."""
     combined = e.combined[keep]
     if m.scoring.kind == "mean":
@@ -374,7 +358,7 @@ def child_names(state: BlockState, names: Names, child: int) -> Names:
     return names.take(state.node_of_region[state.region_child == child])
 
 
-def run_octree(tree: Octree, leaves: dict[int, UpMessage], m: Merging) -> dict[int, Names]:
+def run_octree(tree: Octree, leaves: dict[int, UpMessage], m: DecodeParams) -> dict[int, Names]:
     """The whole bottom-up and top-down pass in one process (the sequential reference of the engine's
     tasks): per chunk id, the names of its leaf message's regions."""
     states: dict[tuple[int, int], BlockState] = {}

@@ -13,6 +13,7 @@ from typing import Sequence
 from em_chunks.ops.agglomerate import agglomerate
 from em_chunks.ops.fragments import FragmentTable
 from em_chunks.ops.metrics import Contingency, aggregate_contingency, scores
+from em_chunks.ops.params import DecodeParams
 from em_chunks.ops.region_graph import EdgeHistograms
 
 
@@ -21,20 +22,17 @@ def score_agglomerations(
     edges: EdgeHistograms,
     fragment_contingency: Contingency,
     merge_functions: Sequence[str],
-    thresholds: Sequence[float],
-    init_with_max: bool = True,
-    dust_merge_size: int = 0,
-    dust_remove_size: int = 0,
+    params: DecodeParams,
 ) -> list[dict]:
-    """One row per (merge function, threshold): the parameters and the five metrics.
+    """One row per (merge function, ``params.thresholds``): the parameters and the five metrics.
 
-    ``fragment_contingency`` counts stage-A labels (or canonical fragment ids) against ground truth.
+    ``fragment_contingency`` counts stage-A labels (or canonical fragment ids) against ground truth;
+    each merge function replaces ``params.merge_function`` (everything else is the base's).
     """
-    ths = sorted(float(t) for t in thresholds)
     rows = []
     for fn in merge_functions:
-        per_threshold = agglomerate(table, edges, ths, fn, init_with_max, dust_merge_size, dust_remove_size)
-        for t, seg_of_fragment in zip(ths, per_threshold):
+        per_threshold = agglomerate(table, edges, params.replace(merge_function=fn))
+        for t, seg_of_fragment in zip(params.thresholds, per_threshold):
             lookup = table.segment_lookup(seg_of_fragment)
             row = {"merge_function": fn, "threshold": t}
             row.update(scores(aggregate_contingency(fragment_contingency, lookup)))
