@@ -32,7 +32,7 @@ import dask
 from em_chunks import TileSet, make_tileset
 from em_chunks.geometry import ChunkGrid
 from em_chunks.io.tiles import decode_count
-from em_chunks.io.tileset import _read_tile
+from em_chunks.io.tileset_graph import _read_tile
 
 DEFAULT_VOLUME = Path(__file__).resolve().parents[2] / "shared" / "data" / "fib_medulla_250" / "image.tif"
 

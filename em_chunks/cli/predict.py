@@ -29,10 +29,16 @@ def predict_command(
       emchunks predict --chunks 2,4,4                      (the built-in demo)
       emchunks predict tiles.json --checkpoint model/best.pt --chunks 2,4,4 --out result.zarr --labels labels.tif
     """
+    from em_chunks.api.demo import demo_paths
     from em_chunks.api.predict import predict
+    from em_chunks.api.workflow import load_workflow
 
-    workflow = config if config is not None else ("demo" if input is None else None)
-    metrics = predict(input, checkpoint, out, chunks, workflow, labels, overrides=overrides, scheduler=scheduler, workers=workers)
+    wf = load_workflow(config if config is not None else ("demo" if input is None else None), overrides)
+    cfg = wf.predict_config()
+    paths = demo_paths(input or cfg.input, checkpoint or cfg.checkpoint, labels or cfg.labels, out,
+                       chunks if chunks is not None else cfg.chunks)
+    metrics = predict(paths.input, paths.checkpoint, paths.out, chunks, wf, paths.labels, scheduler=scheduler,
+                      workers=workers)
     print_metrics(metrics, title="predict")
     if "out" in metrics:
         print_outputs(Path(metrics["out"]))
