@@ -30,7 +30,7 @@ import numpy as np
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box
 
-from em_chunks.geometry.boundary import MODES, Boundary, is_constant, normalize_boundary
+from em_chunks.geometry.boundary import MODES, Boundary, is_constant, normalize_boundary  # noqa: F401  (MODES re-exported)
 
 _NUMPY_NAMES = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge", "periodic": "wrap"}
 
