@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
-from em_chunks.cli.options import SchedulerOpt, WorkersOpt
+from em_chunks.cli.options import SchedulerOpt, SetOpt, WorkersOpt, overrides_of
 from em_chunks.cli.summary import print_metrics, print_outputs
 
 
@@ -21,7 +21,7 @@ def predict_command(
     config: Annotated[Optional[str], typer.Option("--config", help="Workflow YAML (predict: and decode: sections), or a built-in name.")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
-    overrides: Annotated[Optional[List[str]], typer.Option("--set", help="key=value override, e.g. --set predict.tta=flip (repeatable).")] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Model -> affinities -> waterz decoding -> evaluation, chunk by chunk on the cluster.
 
@@ -33,7 +33,8 @@ def predict_command(
     from em_chunks.api.predict import predict
     from em_chunks.api.workflow import load_workflow
 
-    wf = load_workflow(config if config is not None else ("demo" if input is None else None), overrides)
+    extra, names = overrides_of("predict", "predict", overrides, None)
+    wf = load_workflow(config if config is not None else ("demo" if input is None else None), extra, names)
     cfg = wf.predict_config()
     paths = demo_paths(input or cfg.input, checkpoint or cfg.checkpoint, labels or cfg.labels, out,
                        chunks if chunks is not None else cfg.chunks)
