@@ -106,3 +106,20 @@ def test_api_predict_does_not_import_api_demo():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "em_chunks.api.demo" not in imported
+
+
+def test_one_progress_display_beats_without_a_terminal():
+    """The stage runner and training share em_chunks.progress: no bar without a terminal, and the summary
+    line comes from the timer, so a run that has not finished anything still reports."""
+    import time
+
+    from em_chunks.progress import ProgressDisplay
+
+    beats = []
+    display = ProgressDisplay(True, lambda: (), lambda: beats.append(time.monotonic()), 0.05, "test-progress")
+    time.sleep(0.4)
+    display.close()
+    n = len(beats)
+    time.sleep(0.15)
+    assert display.bar is None and display.add_task("x") is None  # pytest's stderr is not a terminal
+    assert n >= 3 and len(beats) == n  # beats while open, none after close

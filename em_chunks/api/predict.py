@@ -1,4 +1,9 @@
-"""``predict``: model -> affinities -> waterz-style decoding -> (metrics), chunk by chunk on the cluster."""
+"""``predict``: model -> affinities -> waterz-style decoding -> (metrics), chunk by chunk on the cluster.
+
+Takes real paths only: the demo's ``demo`` names are resolved before (``api/demo.py`` ``demo_paths``, called
+by the CLI), so a predict call never trains a model. The inference settings are resolved once, here
+(:func:`inference_spec`), into the window grid and the options object the workers receive intact.
+"""
 
 from __future__ import annotations
 

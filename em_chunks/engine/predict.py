@@ -6,6 +6,9 @@ exactly, so affinities are bit-identical for any chunk grid (docs/inference.md).
   blend  (per chunk): own + neighbours' partial sums over the core -> normalise -> affinities[core]
 
 The model is loaded once per worker process (cached by checkpoint path and mtime), not once per task.
+Every task gets the same :class:`InferenceSpec`: the checkpoint, the window grid (``spec.sw``, planned on
+the client without torch) and the options object (``spec.options``), which goes to the model runner
+intact (docs/architecture.md, "Where each inference option lives").
 """
 
 from __future__ import annotations
