@@ -14,10 +14,12 @@ PerAxis = Union[int, str, Sequence[int]]
 
 
 def per_axis(value: PerAxis, name: str, *, scalar: bool = True, minimum: int | None = None,
-             example: str = "2,4,4") -> tuple[int, int, int]:
+             example: str = "2,4,4", noun: str = "") -> tuple[int, int, int]:
     """``value`` as three integers Z,Y,X. ``scalar``: a single integer means the same on every axis;
-    ``minimum``: refuse smaller values. Text may separate with commas or ``x`` (``"2x4x4"``)."""
-    what = "an integer or three integers Z,Y,X" if scalar else "three integers Z,Y,X"
+    ``minimum``: refuse smaller values; ``noun`` names the values in messages (e.g. "pieces per axis").
+    Text may separate with commas or ``x`` (``"2x4x4"``)."""
+    kind = "positive " if minimum == 1 else ("non-negative " if minimum == 0 else "")
+    what = f"an integer or three {kind}integers Z,Y,X" if scalar else f"three {kind}integers Z,Y,X"
     if isinstance(value, bool):
         raise InputError(f"{name} {value!r}: expected {what} such as {example}")
     if isinstance(value, str):
@@ -36,10 +38,11 @@ def per_axis(value: PerAxis, name: str, *, scalar: bool = True, minimum: int | N
     if len(values) == 1 and scalar:
         values = values * 3
     if len(values) != 3:
-        raise InputError(f"{name} {value!r}: expected three integers Z,Y,X, got {len(values)}")
+        raise InputError(f"{name} {value!r}: expected three integers Z,Y,X{f' ({noun})' if noun else ''}, "
+                         f"got {len(values)}")
     if minimum is not None and any(v < minimum for v in values):
-        bound = "positive" if minimum == 1 else ("non-negative" if minimum == 0 else f">= {minimum}")
-        raise InputError(f"{name} {value!r}: expected {bound} integers")
+        bound = kind.strip() or f">= {minimum}"
+        raise InputError(f"{name} {value!r}: {noun or 'values'} must be {bound} integers")
     return values  # type: ignore[return-value]
 
 

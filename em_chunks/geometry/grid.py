@@ -67,7 +67,7 @@ def storage_aligned(shape: Sequence[int], pieces: Sequence[int], max_chunk: Sequ
 
 def parse_chunks(spec: str | Sequence[int], shape: Sequence[int] | None = None, name: str = "--chunks") -> tuple[int, ...]:
     """Parse and check a chunk spec such as ``"2,4,4"``; refuse zero, negative, non-integer or too many pieces."""
-    values = per_axis(spec, name, scalar=False, minimum=1)
+    values = per_axis(spec, name, scalar=False, minimum=1, noun="pieces per axis")
     if shape is not None:
         shape3 = tuple(shape)[-3:]
         for axis, (n, length) in enumerate(zip(values, shape3)):
