@@ -141,18 +141,18 @@ def step_kernel(s: dict[str, Any], limit: float, res: Result) -> None:
     t = Clock()
     spec, model = inference_setup(s)
     device = torch_device(s)
-    sw = spec.sliding_window()
+    sw, opts = spec.sw, spec.options.replace(device=device)
     model = prepare_model(model, device)
     shape = tuple(s["volume"])
     voxels = int(np.prod(shape))
     res["device"] = device
     res["spec"] = {
-        "window": list(spec.window),
+        "window": list(sw.window),
         "stride": list(sw.stride),
-        "sw_batch_size": spec.sw_batch_size,
-        "amp": spec.amp,
-        "select_channel": list(spec.select_channel or []),
-        "output_dtype": spec.output_dtype,
+        "sw_batch_size": sw.sw_batch_size,
+        "amp": opts.amp,
+        "select_channel": list(opts.select_channel or []),
+        "output_dtype": opts.output_dtype,
         "grid_shape": list(sw.grid_shape),
     }
     res["setup_s"] = t.lap()
@@ -160,7 +160,7 @@ def step_kernel(s: dict[str, Any], limit: float, res: Result) -> None:
         model,
         sw,
         device,
-        spec.amp,
+        opts.amp,
         s["forward_batch_sizes"],
         voxels,
         seconds=min(float(s["forward_seconds"]), 0.2 * limit),
@@ -169,21 +169,11 @@ def step_kernel(s: dict[str, Any], limit: float, res: Result) -> None:
     t.lap()
     core = Box.from_shape(shape)
     ctx = sw.owned_context(core)
-    raw = Source.open(s["image"]).read(ctx, spec.boundary)
+    raw = Source.open(s["image"]).read(ctx, sw.boundary)
     read_s = t.lap()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    box, sums = predict_partial(
-        model,
-        raw,
-        ctx,
-        core,
-        sw,
-        device=device,
-        amp=spec.amp,
-        select_channel=list(spec.select_channel) if spec.select_channel else None,
-        activation=spec.activation,
-    )
+    box, sums = predict_partial(model, raw, ctx, core, sw, opts)
     infer_s = t.lap()
     n_windows = len(sw.owned_windows(core))
     res["infer"] = {
@@ -197,7 +187,7 @@ def step_kernel(s: dict[str, Any], limit: float, res: Result) -> None:
     if device == "cuda":
         res["infer"]["max_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     res.save()
-    affs = blend_partials(core, [(box, sums)], sw, spec.output_dtype)
+    affs = blend_partials(core, [(box, sums)], sw, opts.output_dtype)
     del sums
     blend_s = t.lap()
     arr = zarr.create_array(
@@ -365,7 +355,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
     align = storage_aligned(shape, pieces)
     grid = ChunkGrid(shape, pieces, align=align)
     out = Path(s["work"]) / "engine.zarr"
-    channels = len(spec.select_channel) if spec.select_channel else 3
+    channels = len(spec.options.select_channel) if spec.options.select_channel else 3
     res["pieces"] = list(pieces)
     res["chunks"] = len(grid)
     cluster, client = start_cluster(s, res)
@@ -373,7 +363,7 @@ def step_predict_engine(s: dict[str, Any], limit: float, res: Result) -> None:
     with cluster, client:
         root = open_root(out)
         create_root_image(
-            root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, None
+            root, "affinities", (channels,) + shape, spec.options.output_dtype, (channels,) + align, None
         )
         raw = Source.open(s["image"])
         record = RunRecord("device-check", out, {})

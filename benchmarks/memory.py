@@ -48,13 +48,13 @@ from _common import PeakWorkerMemory  # noqa: E402
 from em_chunks.api.decode import decode  # noqa: E402
 from em_chunks.io import layout  # noqa: E402
 from em_chunks.synthetic import make_synthetic_em, synthetic_affinities  # noqa: E402
+from em_chunks.geometry.axes import per_axis  # noqa: E402
 
 MiB = 2**20
 
 
 def _triple(text: str) -> tuple[int, int, int]:
-    values = tuple(int(v) for v in text.replace("x", ",").split(","))
-    return values if len(values) == 3 else (values[0],) * 3  # type: ignore[return-value]
+    return per_axis(text, "triple")  # the package's one parser of per-axis values
 
 
 # ---- data: mirror-tiled synthetic labels -> uint8 affinities, written slab by slab ------------------

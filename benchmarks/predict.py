@@ -26,8 +26,9 @@ import torch
 
 from em_chunks.geometry import Box, ChunkGrid, parse_chunks
 from em_chunks.io.padding import read_padded
+from em_chunks.geometry.axes import per_axis
+from em_chunks.geometry.window import SlidingWindow
 from em_chunks.learn.inference import (
-    SlidingWindow,
     blend_partials,
     predict_box,
     predict_partial,
@@ -39,8 +40,7 @@ DATA = Path("/work/shared/data/fib_medulla_250/image.tif")
 
 
 def triple(text: str) -> tuple[int, int, int]:
-    v = tuple(int(p) for p in text.split(","))
-    return v if len(v) == 3 else (v[0],) * 3  # type: ignore[return-value]
+    return per_axis(text, "triple")  # the package's one parser of per-axis values
 
 
 def load_volume(shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:

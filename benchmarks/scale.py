@@ -135,7 +135,7 @@ def run_cli(args: list[str], cap_mb: int | None = None) -> dict:
 def decode(address: str, affs: Path, out: Path, pieces, agglomeration: str = "distributed", cap_mb=None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     r = run_cli(["decode", str(affs), "--chunks", ",".join(map(str, pieces)), "--out", str(out), "--scheduler",
-                 address, f"decode.agglomeration={agglomeration}", "decode.thresholds=[0.3, 0.5]"], cap_mb)
+                 address, "--set", f"decode.agglomeration={agglomeration}", "--set", "decode.thresholds=[0.3, 0.5]"], cap_mb)
     if r["rc"] == 0:
         from em_chunks.io import layout
 

@@ -32,14 +32,14 @@ import dask
 from em_chunks import TileSet, make_tileset
 from em_chunks.geometry import ChunkGrid
 from em_chunks.io.tiles import decode_count
-from em_chunks.io.tileset import _read_tile
+from em_chunks.io.tileset_graph import _read_tile
+from em_chunks.geometry.axes import per_axis
 
 DEFAULT_VOLUME = Path(__file__).resolve().parents[2] / "shared" / "data" / "fib_medulla_250" / "image.tif"
 
 
 def _triple(text: str) -> tuple[int, int, int]:
-    values = tuple(int(v) for v in text.split(","))
-    return values if len(values) == 3 else (values[0],) * 3  # type: ignore[return-value]
+    return per_axis(text, "triple")  # the package's one parser of per-axis values
 
 
 def decode_all_once(ts: TileSet, threads: int = 2) -> int:

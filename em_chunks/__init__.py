@@ -27,7 +27,8 @@ _API = {
     "load_checkpoint": "em_chunks.learn.checkpoint",
     "voxel_size_of": "em_chunks.io.volume",
     "make_tileset": "em_chunks.io.tileset_make",
-    "SlidingWindow": "em_chunks.learn.inference",
+    "SlidingWindow": "em_chunks.geometry.window",
+    "InferenceOptions": "em_chunks.config.inference",
     "predict_box": "em_chunks.learn.inference",
 }
 

@@ -13,20 +13,16 @@ import pytest
 import tifffile
 from PIL import Image
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not DATA.is_dir():  # the repository checked out elsewhere: fall back to the shared location
-    DATA = Path("/work/shared/data")
+from _data import DATA, require  # noqa: F401  (DATA: re-exported to the tile tests)
 
-#: tests on the real volumes of ../shared/data; skipped (visibly) on a machine without them
-requires_data = pytest.mark.skipif(not (DATA / "fib_medulla_250").is_dir(), reason=f"real EM data not found at {DATA}")
+#: tests on the real volumes of ../shared/data; they FAIL on a machine without them (tests/_data.py)
+requires_data = pytest.mark.usefixtures("shared_data")
 
 
 @lru_cache(maxsize=8)
 def real_crop(name: str, layer: str, z: int, y: int, x: int) -> np.ndarray:
     """``DATA/name/layer.tif[:z, :y, :x]``, reading only the first ``z`` pages (read-only copy)."""
-    if not (DATA / name / f"{layer}.tif").is_file():
-        pytest.skip(f"real EM data not found at {DATA / name}")
-    arr = tifffile.imread(DATA / name / f"{layer}.tif", key=range(z))[:, :y, :x]
+    arr = tifffile.imread(require(name, f"{layer}.tif"), key=range(z))[:, :y, :x]
     arr = np.ascontiguousarray(arr)
     arr.setflags(write=False)
     return arr

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if not SHARED_DATA.is_dir():  # CI clones next to shared/; a developer may point elsewhere
-    SHARED_DATA = Path(os.environ.get("EMCHUNKS_SHARED_DATA", "/work/shared/data"))
+from _data import require
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip("shared real EM data not available")
-    return SHARED_DATA
+    """The real data folder; a test that asks for it FAILS (not skips) where it is missing."""
+    return require()
 
 
 @pytest.fixture(scope="session")

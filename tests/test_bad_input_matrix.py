@@ -95,7 +95,7 @@ CASES = {
     "decode-chunks-too-many": (["decode", "{affs}", "--chunks", "1,1,49", "--out", OUT], "only 48 voxels"),
     "decode-labels-shape": (["decode", "{affs}", "--labels", "{gt_small}", "--out", OUT], "shape"),
     "decode-missing-input": (["decode", "{dir}/nope.zarr", "--out", OUT], "nope.zarr"),
-    "decode-bad-override": (["decode", "{affs}", "--out", OUT, "decode.merge_function=aff99_nonsense"], "merge_function"),
+    "decode-bad-override": (["decode", "{affs}", "--out", OUT, "--set", "decode.merge_function=aff99_nonsense"], "--set decode.merge_function"),
     "evaluate-shape": (["evaluate", "{gt}", "--labels", "{gt_small}"], "shape"),
     "evaluate-missing": (["evaluate", "{dir}/nope.zarr", "--labels", "{gt}"], "nope.zarr"),
     "tune-missing-labels": (["tune", "{affs}", "--labels", "{dir}/nope.tif", "--out", OUT], "nope.tif"),
@@ -135,14 +135,14 @@ CASES = {
     "tune-scheduler-refused": (["tune", "{affs}", "--labels", "{gt}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
     "train-scheduler-refused": (["train", "{tiles}", "--out", OUT, "--scheduler", "tcp://127.0.0.1:1"], "--scheduler"),
     # a bad override names the override, not the workflow file it did not come from
-    "train-negative-iterations": (["train", "{tiles}", "--out", OUT, "--config", "{fib_quick}", "iterations=-5"], "command-line override 'iterations=-5'"),
-    "train-bad-nested-override": (["train", "{tiles}", "--out", OUT, "optimizer.lr=-1"], "command-line override 'optimizer.lr=-1'"),
-    "train-override-empty-key": (["train", "{tiles}", "--out", OUT, "=3"], "expected key=value"),
+    "train-negative-iterations": (["train", "{tiles}", "--out", OUT, "--config", "{fib_quick}", "--set", "train.iterations=-5"], "--set train.iterations=-5"),
+    "train-bad-nested-override": (["train", "{tiles}", "--out", OUT, "--set", "train.optimizer.lr=-1"], "--set train.optimizer.lr=-1"),
+    "train-override-empty-key": (["train", "{tiles}", "--out", OUT, "--set", "=3"], "expected key=value"),
     "decode-threshold-flag": (["decode", "{affs}", "--out", OUT, "--threshold", "7"], "--threshold 7"),
     "predict-bad-set": (["predict", "{tiles}", "--checkpoint", "{ckpt}", "--out", OUT, "--set", "predict.tta=bogus"], "predict.tta=bogus"),
     # a training configuration that cannot yield a batch is refused before training
-    "train-rejection-impossible": (["train", "{tiles}", "--out", OUT, "data.patch=[4,16,16]", "data.rejection.size_thres=5000",
-                                    "data.rejection.p=1"], "size_thres"),
+    "train-rejection-impossible": (["train", "{tiles}", "--out", OUT, "--set", "train.data.patch=[4,16,16]",
+                                    "--set", "train.data.rejection.size_thres=5000", "--set", "train.data.rejection.p=1"], "size_thres"),
     "train-resume-nothing": (["train", "{tiles}", "--out", OUT, "--resume"], "no last.pt"),
     "train-resume-and-overwrite": (["train", "{tiles}", "--out", OUT, "--resume", "--overwrite"], "choose one"),
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from em_chunks.io.padding import read_padded
 from em_chunks.learn.inference import SlidingWindow, predict_box, predict_volume, prepare_model
 from em_chunks.learn.models import build_model
 
-FIB = Path("/work/shared/data/fib_medulla_250/image.tif")
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +24,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def raw() -> np.ndarray:
-    if FIB.exists():
-        import tifffile
+    import tifffile
 
-        return np.ascontiguousarray(tifffile.imread(FIB)[100:116, 60:124, 60:124])
-    return np.random.default_rng(0).integers(0, 256, (16, 64, 64), dtype=np.uint8)
+    from _data import require
+
+    return np.ascontiguousarray(tifffile.imread(require("fib_medulla_250", "image.tif"))[100:116, 60:124, 60:124])
 
 
 def chunked(model, vol, sw, pieces, **options):

@@ -15,7 +15,7 @@ def test_import_contracts_are_kept():
     exe = Path(sys.executable).parent / "lint-imports"
     proc = subprocess.run([str(exe)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "4 kept, 0 broken" in proc.stdout
+    assert "5 kept, 0 broken" in proc.stdout
 
 
 def _graph(external: bool = False):
@@ -75,3 +75,15 @@ def test_geometry_imports_nothing_but_numpy_and_the_standard_library():
     assert graph.find_modules_directly_imported_by("em_chunks.errors") <= {"__future__"}
     outside = {x.split(".")[0] for x in imported - {"em_chunks.errors"}}
     assert "numpy" in outside and outside - {"numpy"} - set(sys.stdlib_module_names) == set(), outside
+
+
+def test_real_data_tests_fail_without_the_data(tmp_path):
+    """Missing ../shared/data is a failure with a hint, not a skip (tests/_data.py)."""
+    import os
+
+    env = {**os.environ, "EMCHUNKS_SHARED_DATA": str(tmp_path / "absent")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+                           "tests/test_tileset_cli.py", "-k", "real_tiffs"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "real EM data missing" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]

@@ -67,3 +67,26 @@ def test_chunk_order_covers_every_chunk_each_pass(volume):
     whole = Box.from_shape(volume.shape)
     for t in first_pass:
         assert t.context.contains(t.core) and whole.contains(t.context)
+
+
+def _key(batch) -> bytes:
+    return b"".join(np.ascontiguousarray(batch[k]).tobytes() for k in ("image", "target", "mask"))
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(client, volume):
+    """The batches are a function of the seed and ``active_chunks`` only: 1 and 2 workers with the same
+    ``active_chunks`` stream the same batches in the same order. The default ``active_chunks`` is one per
+    worker, so there 2 workers see the SAME batches of each chunk visit, interleaved between two chunks
+    instead of one chunk after the other (a permutation; documented in learn/data/stream.py)."""
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as one:
+        fixed_1 = take(BatchStream(one, [volume], SPEC, pieces=(1, 2, 2), chunk_iter=6, seed=5, active_chunks=2), 6)
+        default_1 = take(BatchStream(one, [volume], SPEC, pieces=(1, 2, 2), chunk_iter=6, seed=5), 6)
+    fixed_2 = take(BatchStream(client, [volume], SPEC, pieces=(1, 2, 2), chunk_iter=6, seed=5, active_chunks=2), 6)
+    default_2 = take(BatchStream(client, [volume], SPEC, pieces=(1, 2, 2), chunk_iter=6, seed=5), 6)
+    assert [_key(b) for b in fixed_1] == [_key(b) for b in fixed_2]
+    assert [_key(b) for b in default_2] == [_key(b) for b in fixed_2]  # 2 workers: two active chunks
+    # one worker: one chunk at a time; 6 batches = 2 chunk visits of 3, the same batches in another order
+    assert [_key(b) for b in default_1] != [_key(b) for b in default_2]
+    assert sorted(_key(b) for b in default_1) == sorted(_key(b) for b in default_2)
+    assert len({_key(b) for b in default_1}) == 6

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import pytest
 from scipy import ndimage
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fib_medulla_250"
-if not DATA.exists():
-    DATA = Path("/work/shared/data/fib_medulla_250")
+from _data import require
 
 
 def affinities_from_labels(labels: np.ndarray, boundary_zero: bool = True) -> np.ndarray:
@@ -66,10 +62,9 @@ def synthetic(shape=(24, 40, 40), n=16, noise=0.05, blur=0.7, seed=0):
 def fib_crop(shape=(48, 96, 96), noise=0.08, blur=0.7):
     """A crop of the real fib_medulla_250 labels (with 1-voxel membranes drawn between bodies) and
     noisy, blurred affinities derived from them."""
-    tifffile = pytest.importorskip("tifffile")
-    if not (DATA / "labels.tif").exists():
-        pytest.skip("fib_medulla_250 not available")
-    labels = tifffile.imread(DATA / "labels.tif")
+    import tifffile
+
+    labels = tifffile.imread(require("fib_medulla_250", "labels.tif"))
     z, y, x = shape
     gt = with_boundaries(labels[100 : 100 + z, 60 : 60 + y, 80 : 80 + x].astype(np.uint64))
     return gt, noisy(affinities_from_labels(gt), noise, blur, 7)

@@ -109,6 +109,9 @@ def test_graph_has_one_decode_task_per_slab_tile(synthetic_set):
     assert len(decode_keys) % (rows * cols) == 0
     assert rows * cols * 3 <= len(decode_keys) <= rows * cols * ts.shape[0]
     assert len(graph) == len(decode_keys) + 2 * 4 * 4
+    # public dask API only: plain (function, argument, ...) tuples, no objects of the private dask._task_spec
+    assert all(type(task) is tuple and callable(task[0]) for task in graph.values())
+    assert all(type(task[0]).__module__ != "dask._task_spec" for task in graph.values())
 
 
 def test_open_volume_style_tile_aligned_chunks(synthetic_set):

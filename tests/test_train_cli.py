@@ -39,8 +39,8 @@ def test_cli_trains_and_writes_checkpoints(vol, capsys):
     (["{d}/image.tif"], "no labels"),
     (["{d}/image.tif", "--labels", "{d}/small.tif"], "differs from image"),
     (["{d}/missing.tif", "--labels", "{d}/labels.tif"], "not found"),
-    (["{d}/image.tif", "--labels", "{d}/labels.tif", "data.patch=[0,16,16]"], "data.patch"),
-    (["{d}/image.tif", "--labels", "{d}/labels.tif", "model.architecture=resnet"], "unknown architecture"),
+    (["{d}/image.tif", "--labels", "{d}/labels.tif", "--set", "train.data.patch=[0,16,16]"], "data.patch"),
+    (["{d}/image.tif", "--labels", "{d}/labels.tif", "--set", "train.model.architecture=resnet"], "unknown architecture"),
     (["{d}/image.tif", "--labels", "{d}/labels.tif", "--chunks", "0,1,1"], "--chunks"),
 ])
 def test_cli_errors_are_one_line_exit_2(vol, capsys, args, message):

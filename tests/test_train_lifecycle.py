@@ -55,9 +55,16 @@ def _args(vol: Path, out: Path, *extra: str) -> list[str]:
         "--workers",
         "1",
         "--no-progress",
-        *SMALL,
-        *extra,
+        *_set(*SMALL, *extra),
     ]
+
+
+def _set(*items: str) -> list[str]:
+    """Train-config overrides in the CLI's one syntax (``--set train.KEY=VALUE``); flags pass through."""
+    out: list[str] = []
+    for item in items:
+        out += ["--set", f"train.{item}"] if "=" in item and not item.startswith("-") else [item]
+    return out
 
 
 class _Lines:

@@ -94,6 +94,40 @@ def _iteration(checkpoint: Path) -> int:
     return int(read_checkpoint(checkpoint).get("iteration", 0))
 
 
+@dataclass(frozen=True)
+class PredictPaths:
+    """What ``predict`` is called with once the workflow's ``demo`` names are resolved."""
+
+    input: Optional[str]
+    checkpoint: Optional[str]
+    labels: Optional[str]
+    out: Optional[Path]
+
+
+def demo_paths(input: Any, checkpoint: Any, labels: Any, out: Any, chunks: Any, *, client: Any = None,
+               progress: bool = True, root: Path = DEMO_DIR) -> PredictPaths:
+    """Replace the ``demo`` sentinel (:data:`~em_chunks.config.predict.DEMO_SENTINEL`) by the demo's
+    assets, made on first use (the model trains briefly); other values pass through. Done here, in the
+    demo layer, so ``predict()`` takes real paths only and never trains a model."""
+    from em_chunks.config.predict import DEMO_SENTINEL
+    from em_chunks.geometry import parse_chunks
+
+    def real(value: Any) -> Optional[str]:
+        return None if value is None else str(value)
+
+    if DEMO_SENTINEL not in (real(input), real(checkpoint), real(labels)):
+        return PredictPaths(real(input), real(checkpoint), real(labels), Path(out) if out is not None else None)
+    assets = ensure_demo_assets(root, client=client, progress=progress)
+
+    def pick(value: Any, asset: Path) -> Optional[str]:
+        return str(asset) if real(value) == DEMO_SENTINEL else real(value)
+
+    if out is None:
+        out = Path(root) / f"predict-{'-'.join(str(p) for p in parse_chunks(chunks))}.zarr"
+    return PredictPaths(pick(input, assets.tiles), pick(checkpoint, assets.checkpoint), pick(labels, assets.tiles),
+                        Path(out))
+
+
 def run_demo(out: str | Path = DEMO_DIR, chunks: str = "1,2,2", *, iterations: Optional[int] = None,
              scheduler: Optional[str] = None, workers: int = 2) -> dict[str, Any]:
     """Make the data, train, predict with ``chunks``, decode and evaluate; returns the metrics."""

@@ -1,4 +1,9 @@
-"""``predict``: model -> affinities -> waterz-style decoding -> (metrics), chunk by chunk on the cluster."""
+"""``predict``: model -> affinities -> waterz-style decoding -> (metrics), chunk by chunk on the cluster.
+
+Takes real paths only: the demo's ``demo`` names are resolved before (``api/demo.py`` ``demo_paths``, called
+by the CLI), so a predict call never trains a model. The inference settings are resolved once, here
+(:func:`inference_spec`), into the window grid and the options object the workers receive intact.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from distributed import Client
 from em_chunks.api.decode import decode_params
 from em_chunks.api.run import completed, computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
-from em_chunks.config.predict import PredictConfig
+from em_chunks.config.inference import InferenceOptions, sliding_window
+from em_chunks.config.predict import DEMO_SENTINEL, PredictConfig
 from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import check_labels, run_decode
 from em_chunks.engine.predict import InferenceSpec, submit_inference
@@ -37,7 +43,8 @@ def _sha256(path: Path) -> str:
 
 
 def inference_spec(cfg: PredictConfig, checkpoint: Path, info: dict, volume: tuple[int, int, int]) -> InferenceSpec:
-    """Resolve defaults from the checkpoint (window = training patch, offsets) and check the input fits."""
+    """Resolve what the checkpoint decides (window = training patch, 2-D models, offsets), check the input
+    fits, and build the window grid and the options object once; both then travel intact to the workers."""
     train = info.get("train_config") or {}
     model_cfg = info.get("model_config") or {}
     patch = tuple((train.get("data") or {}).get("patch") or (16, 64, 64))
@@ -49,13 +56,8 @@ def inference_spec(cfg: PredictConfig, checkpoint: Path, info: dict, volume: tup
     out_channels = int(model_cfg.get("out_channels", len(offsets) if offsets else 3))
     if cfg.select_channel is not None and max(cfg.select_channel) >= out_channels:
         raise InputError(f"predict.select_channel {list(cfg.select_channel)}: the model has {out_channels} output channels")
-    return InferenceSpec(
-        checkpoint=str(checkpoint), window=window, overlap=cfg.overlap, stride=cfg.stride, pad=cfg.pad, crop=cfg.crop,
-        blending=cfg.blending, sw_batch_size=cfg.sw_batch_size, boundary=cfg.boundary, tta=cfg.tta,
-        select_channel=tuple(cfg.select_channel) if cfg.select_channel else None, activation=cfg.activation,
-        output_dtype=cfg.output_dtype, amp=cfg.amp, device=cfg.device, torch_threads=cfg.torch_threads,
-        offsets=tuple(tuple(int(v) for v in o) for o in offsets) if offsets else None, volume=volume,
-    )
+    options = InferenceOptions.from_config(cfg, offsets=offsets or None)
+    return InferenceSpec(str(checkpoint), sliding_window(cfg, volume, window=window), options)
 
 
 def predict(
@@ -80,16 +82,10 @@ def predict(
     input = input or cfg.input
     checkpoint = checkpoint or cfg.checkpoint
     labels = labels or cfg.labels
-    if "demo" in (str(input), str(checkpoint), str(labels)):
-        from em_chunks.api.demo import DEMO_DIR, ensure_demo_assets
-
-        assets = ensure_demo_assets(DEMO_DIR, client=client, progress=progress)
-        input = assets.tiles if str(input) == "demo" else input
-        labels = assets.tiles if str(labels) == "demo" else labels
-        checkpoint = assets.checkpoint if str(checkpoint) == "demo" else checkpoint
-        if out is None:
-            pieces_txt = "-".join(str(p) for p in parse_chunks(chunks if chunks is not None else cfg.chunks))
-            out = DEMO_DIR / f"predict-{pieces_txt}.zarr"
+    for name, value in (("INPUT", input), ("--checkpoint", checkpoint), ("--labels", labels)):
+        if str(value) == DEMO_SENTINEL:  # resolved by the CLI / demo layer, never here (no demo -> train inside)
+            raise InputError(f"predict: {name} 'demo' is not a path; `emchunks predict` resolves it, in Python "
+                             f"call em_chunks.api.demo.demo_paths(...) first")
     if input is None:
         raise InputError("predict: no INPUT given and the workflow names no predict.input")
     if checkpoint is None:
@@ -116,15 +112,14 @@ def predict(
     pieces = parse_chunks(chunks if chunks is not None else cfg.chunks, shape)
     align = storage_aligned(shape, pieces)
     grid = ChunkGrid(shape, pieces, align=align)
-    spec = inference_spec(cfg, Path(checkpoint), info, shape)
-    spec.sliding_window()  # validate the window grid before anything is written
+    spec = inference_spec(cfg, Path(checkpoint), info, shape)  # validates the window grid before anything is written
     params = decode_params(wf.decode)
     out = Path(out)
     resolved = {
         "input": str(Path(input).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": _sha256(Path(checkpoint)), "labels": str(Path(labels).resolve()) if labels else None,
         "chunks": list(pieces), "predict": cfg.model_dump(mode="json", exclude={"input", "labels", "checkpoint", "chunks"}),
-        "decode": wf.decode.model_dump(mode="json"), "window": list(spec.window),
+        "decode": wf.decode.model_dump(mode="json"), "window": list(spec.sw.window),
         "output": wf.output.model_dump(mode="json"),
     }
     done = completed("predict", out, resolved)
@@ -134,9 +129,10 @@ def predict(
                        voxels=int(np.prod(shape))) as run:
         root = open_root(out)
         check_alignment(shape, align, [c.core for c in grid])
-        channels = len(spec.select_channel) if spec.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
+        opts = spec.options
+        channels = len(opts.select_channel) if opts.select_channel else int((info.get("model_config") or {}).get("out_channels", 3))
         voxel = raw.voxel_size() or wf.voxel_size
-        affs = create_root_image(root, "affinities", (channels,) + shape, spec.output_dtype, (channels,) + align, voxel)
+        affs = create_root_image(root, "affinities", (channels,) + shape, opts.output_dtype, (channels,) + align, voxel)
         # inference and the first decoding stages are submitted together: a chunk is decoded as soon as
         # it and its neighbours have affinities, while later chunks are still being inferred
         upstream = submit_inference(run.client, raw, out, grid, spec, layout.image_array(out), progress=progress,
@@ -144,7 +140,7 @@ def predict(
         aff_src = Source.open(layout.image_array(out))
         metrics = run_decode(run.client, aff_src, out, grid, params, labels=lab, record=run.record,
                              voxel_size=voxel, progress=progress, upstream=upstream)
-        metrics["window"] = list(spec.window)
+        metrics["window"] = list(spec.sw.window)
         if cfg.preview:
             z = shape[0] // 2
             section = Box((z, 0, 0), (1,) + shape[1:])

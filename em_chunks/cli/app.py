@@ -50,10 +50,11 @@ def _root(
 # ---- command registration (one line per command module) ---------------------------------------
 from em_chunks.cli.tileset import tileset_app; app.add_typer(tileset_app, name="tileset")
 from em_chunks.cli.decode import decode_command, evaluate_command  # noqa: E402
+from em_chunks.cli.options import LEGACY_ARGS  # noqa: E402
 
-app.command("decode")(decode_command)
+app.command("decode", context_settings=LEGACY_ARGS)(decode_command)
 app.command("evaluate")(evaluate_command)
-from em_chunks.cli.train import train_command; app.command("train")(train_command)
+from em_chunks.cli.train import train_command; app.command("train", context_settings=LEGACY_ARGS)(train_command)
 from em_chunks.cli.tune import tune_command  # noqa: E402
 
 app.command("tune")(tune_command)

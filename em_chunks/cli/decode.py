@@ -9,11 +9,12 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from em_chunks.cli.options import ChunksOpt, SchedulerOpt, WorkersOpt
+from em_chunks.cli.options import ChunksOpt, SchedulerOpt, SetOpt, WorkersOpt, overrides_of
 from em_chunks.cli.summary import print_metrics, print_outputs
 
 
 def decode_command(
+    ctx: typer.Context,
     affinities: Annotated[Path, typer.Argument(help="(C,Z,Y,X) affinities: zarr, TIFF or tile JSON; float32 0-1 or uint8 0-255.")],
     out: Annotated[Path, typer.Option("--out", help="Output OME-Zarr group (created; a rerun resumes).")],
     chunks: ChunksOpt = "1,1,1",
@@ -22,7 +23,7 @@ def decode_command(
     threshold: Annotated[Optional[List[float]], typer.Option("--threshold", help="Agglomeration threshold(s); the first is written.")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
-    overrides: Annotated[Optional[List[str]], typer.Argument(help="key=value overrides, e.g. decode.merge_function=aff50_his256", show_default=False)] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Watershed + agglomeration of stored affinities, chunk by chunk, identical for any --chunks.
 
@@ -31,8 +32,7 @@ def decode_command(
     from em_chunks.api.decode import decode
     from em_chunks.api.workflow import load_workflow
 
-    extra = list(overrides or [])
-    names = {}
+    extra, names = overrides_of("decode", "decode", overrides, ctx.args)
     if threshold:
         extra.append(f"decode.thresholds=[{', '.join(str(t) for t in threshold)}]")
         names[extra[-1]] = " ".join(f"--threshold {t:g}" for t in threshold)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
-from em_chunks.cli.options import SchedulerOpt, WorkersOpt
+from em_chunks.cli.options import SchedulerOpt, SetOpt, WorkersOpt, overrides_of
 from em_chunks.cli.summary import print_metrics, print_outputs
 
 
@@ -21,7 +21,7 @@ def predict_command(
     config: Annotated[Optional[str], typer.Option("--config", help="Workflow YAML (predict: and decode: sections), or a built-in name.")] = None,
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
-    overrides: Annotated[Optional[List[str]], typer.Option("--set", help="key=value override, e.g. --set predict.tta=flip (repeatable).")] = None,
+    overrides: SetOpt = None,
 ) -> None:
     """Model -> affinities -> waterz decoding -> evaluation, chunk by chunk on the cluster.
 
@@ -29,10 +29,17 @@ def predict_command(
       emchunks predict --chunks 2,4,4                      (the built-in demo)
       emchunks predict tiles.json --checkpoint model/best.pt --chunks 2,4,4 --out result.zarr --labels labels.tif
     """
+    from em_chunks.api.demo import demo_paths
     from em_chunks.api.predict import predict
+    from em_chunks.api.workflow import load_workflow
 
-    workflow = config if config is not None else ("demo" if input is None else None)
-    metrics = predict(input, checkpoint, out, chunks, workflow, labels, overrides=overrides, scheduler=scheduler, workers=workers)
+    extra, names = overrides_of("predict", "predict", overrides, None)
+    wf = load_workflow(config if config is not None else ("demo" if input is None else None), extra, names)
+    cfg = wf.predict_config()
+    paths = demo_paths(input or cfg.input, checkpoint or cfg.checkpoint, labels or cfg.labels, out,
+                       chunks if chunks is not None else cfg.chunks)
+    metrics = predict(paths.input, paths.checkpoint, paths.out, chunks, wf, paths.labels, scheduler=scheduler,
+                      workers=workers)
     print_metrics(metrics, title="predict")
     if "out" in metrics:
         print_outputs(Path(metrics["out"]))

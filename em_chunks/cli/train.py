@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
-from em_chunks.cli.options import SchedulerOpt, WorkersOpt
+from em_chunks.cli.options import SchedulerOpt, SetOpt, WorkersOpt, overrides_of
 
 
 def train_command(
+    ctx: typer.Context,
     tiles_json: Annotated[str, typer.Argument(help="Training image: tile JSON (its 'label'/'valid_mask' keys give targets), TIFF or zarr.")],
-    overrides: Annotated[Optional[List[str]], typer.Argument(help="KEY=VALUE overrides of the train config, e.g. iterations=100 data.patch=[16,64,64].")] = None,
     labels: Annotated[Optional[str], typer.Option("--labels", help="Labels, when not in TILES_JSON (tile JSON, TIFF or zarr).")] = None,
     valid_mask: Annotated[Optional[str], typer.Option("--valid-mask", help="Valid mask volume (nonzero = labels to trust).")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="Workflow YAML (or a shipped one by name, e.g. fib-quick); its 'train:' section is used.")] = None,
@@ -25,6 +25,7 @@ def train_command(
     scheduler: SchedulerOpt = None,
     workers: WorkersOpt = 2,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No live progress bar: periodic progress lines instead.")] = False,
+    overrides: SetOpt = None,
 ) -> None:
     """Train an affinity model on TILES_JSON, with batches made by Dask workers from chunk iterators.
 
@@ -34,7 +35,7 @@ def train_command(
 
     Examples:
       emchunks train tiles/tiles.json --config fib-quick --out model/
-      emchunks train image.tif --labels labels.tif --out model/ iterations=2000
+      emchunks train image.tif --labels labels.tif --out model/ --set train.iterations=2000
       emchunks train tiles/tiles.json --config fib-quick --out model/ --resume
     """
     import json
@@ -44,7 +45,7 @@ def train_command(
     from em_chunks.geometry import parse_chunks
     from em_chunks.learn.config import load_train_config
 
-    extra = list(overrides or [])
+    extra, names = overrides_of("train", "train", overrides, ctx.args)
     volume = {"image": str(tiles_json)}
     if labels:
         volume["label"] = str(labels)
@@ -60,7 +61,7 @@ def train_command(
     # the flags' values first: an explicit KEY=VALUE override (e.g. data.volumes=...) wins over them
     config = resolve_workflow_path(config)  # a path, or a built-in/shipped workflow by name (fib-quick)
     cfg = load_train_config(config, list(flags) + extra, source=str(config) if config else "command line",
-                            override_names=flags)
+                            override_names={**flags, **names})
     metrics = train(cfg, out, scheduler=scheduler, workers=workers, resume=resume, overwrite=overwrite,
                     progress=not no_progress)
     typer.echo(training_summary(metrics, out))

@@ -10,6 +10,10 @@ from em_chunks.config.base import FrozenModel
 
 Triple = tuple[int, int, int]
 
+#: ``input: demo`` / ``checkpoint: demo`` / ``labels: demo`` in a workflow name the built-in demo's assets;
+#: the CLI resolves them to paths (em_chunks.api.demo.demo_paths), em_chunks.api.predict.predict never does
+DEMO_SENTINEL = "demo"
+
 
 class PredictConfig(FrozenModel):
     """How a checkpoint is applied to a volume. Windows lie on one global grid (chunk-independent)."""

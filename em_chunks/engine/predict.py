@@ -6,6 +6,9 @@ exactly, so affinities are bit-identical for any chunk grid (docs/inference.md).
   blend  (per chunk): own + neighbours' partial sums over the core -> normalise -> affinities[core]
 
 The model is loaded once per worker process (cached by checkpoint path and mtime), not once per task.
+Every task gets the same :class:`InferenceSpec`: the checkpoint, the window grid (``spec.sw``, planned on
+the client without torch) and the options object (``spec.options``), which goes to the model runner
+intact (docs/architecture.md, "Where each inference option lives").
 """
 
 from __future__ import annotations
@@ -21,50 +24,23 @@ import numpy as np
 import zarr
 from distributed import Client
 
+from em_chunks.config.inference import InferenceOptions
 from em_chunks.engine.runner import submit_stage
 from em_chunks.engine.source import Source
 from em_chunks.engine.state import RunState
 from em_chunks.geometry import Box, Chunk, ChunkGrid
+from em_chunks.geometry.window import SlidingWindow
 from em_chunks.io import layout
 
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """Everything a worker needs to run the model on a chunk (plain values: it travels with the task)."""
+    """Everything a worker needs to run the model on a chunk (plain frozen values: it travels with the
+    task): the checkpoint, the window grid and the options object, exactly as the client resolved them."""
 
     checkpoint: str
-    window: tuple[int, int, int]
-    overlap: Any
-    stride: Any
-    pad: Any
-    crop: Any
-    blending: str
-    sw_batch_size: int
-    boundary: str
-    tta: str
-    select_channel: Optional[tuple[int, ...]]
-    activation: str
-    output_dtype: str
-    amp: bool
-    device: str
-    torch_threads: int
-    offsets: Optional[tuple[tuple[int, ...], ...]]
-    volume: tuple[int, int, int]
-
-    def sliding_window(self) -> Any:
-        from em_chunks.learn.inference import SlidingWindow
-
-        return SlidingWindow(volume=self.volume, window=self.window, overlap=self.overlap, stride=self.stride,
-                             pad=self.pad, crop=self.crop, blending=self.blending,
-                             sw_batch_size=self.sw_batch_size, boundary=self.boundary)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    sw: SlidingWindow
+    options: InferenceOptions
 
 
 @lru_cache(maxsize=2)
@@ -78,10 +54,13 @@ def _model(checkpoint: str, mtime: float, device: str) -> Any:
 
 
 def worker_model(spec: InferenceSpec) -> Any:
+    """The spec's model on this worker's device (``auto`` resolved here, where the GPUs are)."""
     import torch
 
-    torch.set_num_threads(spec.torch_threads)
-    return _model(spec.checkpoint, os.path.getmtime(spec.checkpoint), resolve_device(spec.device))
+    from em_chunks.learn.device import pick_device
+
+    torch.set_num_threads(spec.options.torch_threads)
+    return _model(spec.checkpoint, os.path.getmtime(spec.checkpoint), str(pick_device(spec.options.device)))
 
 
 def partial_path(work: str, chunk_id: int) -> str:
@@ -91,15 +70,11 @@ def partial_path(work: str, chunk_id: int) -> str:
 def stage_infer(chunk: Chunk, raw: Source, spec: InferenceSpec, work: str) -> dict:
     from em_chunks.learn.inference import predict_partial
 
-    sw = spec.sliding_window()
+    sw = spec.sw
     ctx = sw.owned_context(chunk.core)
-    data = raw.read(ctx, spec.boundary) if not ctx.empty else np.zeros((0, 0, 0), raw.dtype)
+    data = raw.read(ctx, sw.boundary) if not ctx.empty else np.zeros((0, 0, 0), raw.dtype)
     model = worker_model(spec)
-    box, sums = predict_partial(
-        model, data, ctx, chunk.core, sw, device=resolve_device(spec.device), amp=spec.amp, tta=spec.tta,
-        offsets=[list(o) for o in spec.offsets] if spec.offsets else None,
-        select_channel=list(spec.select_channel) if spec.select_channel else None, activation=spec.activation,
-    )
+    box, sums = predict_partial(model, data, ctx, chunk.core, sw, spec.options)
     Path(work).mkdir(parents=True, exist_ok=True)
     tmp = f"{work}/.{chunk.id}.{uuid.uuid4().hex}.npy"
     np.save(tmp, sums)
@@ -110,14 +85,14 @@ def stage_infer(chunk: Chunk, raw: Source, spec: InferenceSpec, work: str) -> di
 def stage_blend(chunk: Chunk, spec: InferenceSpec, work: str, sources: Sequence[tuple[int, tuple, tuple]], out_path: str) -> dict:
     from em_chunks.learn.inference import blend_partials
 
-    sw = spec.sliding_window()
+    sw = spec.sw
     partials = []
     for cid, offset, shape in sources:
         box = Box(offset, shape)
         sums = np.load(partial_path(work, cid), mmap_mode="r")
         part = box.intersect(chunk.core)
         partials.append((part, np.asarray(sums[(slice(None),) + part.slices(box)])))
-    affs = blend_partials(chunk.core, partials, sw, spec.output_dtype)
+    affs = blend_partials(chunk.core, partials, sw, spec.options.output_dtype)
     zarr.open_array(out_path, mode="r+")[(slice(None),) + chunk.core.slices()] = affs
     return {"channels": np.int64(affs.shape[0])}
 
@@ -162,7 +137,7 @@ def submit_inference(
     state = RunState(out)
     work = str(layout.partials_dir(out))
     chunks = list(grid)
-    sw = spec.sliding_window()
+    sw = spec.sw
     boxes = {c.id: sw.partial_box(c.core) for c in chunks}
     readers = chunks_reading(grid, boxes)
     infer = submit_stage(client, state, "infer", chunks, stage_infer, lambda c: (raw, spec, work),

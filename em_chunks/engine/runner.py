@@ -7,7 +7,6 @@ saves the summary, which marks the chunk done. Only boxes, statuses and summarie
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import traceback
@@ -23,6 +22,7 @@ from em_chunks.engine.record import RunRecord, StageTiming
 from em_chunks.engine.state import RunState
 from em_chunks.errors import ChunkFailure, InputError
 from em_chunks.geometry import Chunk
+from em_chunks.progress import ProgressDisplay
 
 Summary = Mapping[str, Any]
 StageFunc = Callable[..., Summary]
@@ -101,30 +101,19 @@ class _Progress:
     run log in any case. Without a terminal (a batch job, a pipe) the lines are the progress."""
 
     def __init__(self, enabled: bool) -> None:
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]:>16}"), TimeRemainingColumn(), transient=True,
-                                console=Console(stderr=True))
-            self.bar.start()
         self.tasks: dict[str, Any] = {}
         self.counts: dict[str, _Count] = {}
         self.t0 = time.time()
         self.lock = threading.Lock()
-        self.period = progress_period()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="emchunks-progress", daemon=True)
-        self._thread.start()
+        self.display = ProgressDisplay(enabled, _stage_columns, self._beat, progress_period(), "emchunks-progress")
+        self.bar = self.display.bar
 
     def add(self, stage: str, total: int, skipped: int, voxels_total: int = 0) -> None:
         with self.lock:
             self.counts[stage] = _Count(total, skipped, voxels_total)
         say(f"{stage}: {total} chunk(s) to run, {skipped} already done (skipped)")
         if self.bar is not None and total:
-            self.tasks[stage] = self.bar.add_task(stage, total=total, rate="")
+            self.tasks[stage] = self.display.add_task(stage, total=total, rate="")
 
     def advance(self, stage: str, voxels: int = 0, summary: Any = None, failed: bool = False) -> None:
         with self.lock:
@@ -135,8 +124,8 @@ class _Progress:
             if summary is not None:
                 c.timed(summary)
             rate = self._rate(c)
-        if self.bar is not None and stage in self.tasks:
-            self.bar.update(self.tasks[stage], advance=1, rate=format_rate(rate) if rate else "")
+        if stage in self.tasks:
+            self.display.update(self.tasks[stage], advance=1, rate=format_rate(rate) if rate else "")
 
     def _rate(self, c: _Count) -> float:
         elapsed = time.time() - self.t0
@@ -159,8 +148,7 @@ class _Progress:
         return f"progress {format_seconds(time.time() - self.t0)}: {', '.join(parts) or 'waiting'}; {eta}"
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.period):
-            say(self.line(), console=self.bar is None)
+        say(self.line(), console=self.bar is None)
 
     def done(self, stage: str, failed: int | None = None, seconds: float | None = None, *,
              since_submit: float | None = None) -> None:
@@ -184,10 +172,14 @@ class _Progress:
             f"{c.busy:.1f} s busy on the workers" + (f", {format_rate(rate)}" if rate else "") + status + after)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.bar is not None:
-            self.bar.stop()
+        self.display.close()
+
+
+def _stage_columns() -> tuple:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>16}"), TimeRemainingColumn())
 
 
 @dataclass

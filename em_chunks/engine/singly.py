@@ -14,12 +14,13 @@ from typing import Optional
 import numpy as np
 from distributed import Client
 
-from em_chunks.engine.predict import InferenceSpec, resolve_device, worker_model
+from em_chunks.engine.predict import InferenceSpec, worker_model
 from em_chunks.engine.record import RunRecord
 from em_chunks.engine.runner import run_stage
 from em_chunks.engine.state import RunState
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box, Chunk
+from em_chunks.geometry.window import SlidingWindow
 from em_chunks.ops.params import DecodeParams
 
 
@@ -51,13 +52,15 @@ def _gray(image: np.ndarray, path: Path) -> np.ndarray:
     return image
 
 
-def _flat(value, keep_none: bool = True, z: int = 0):
+def _flat(value: tuple[int, int, int], z: int) -> tuple[int, int, int]:
     """A per-axis setting for a single section: its z component becomes ``z`` (no overlap/pad across z)."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (z, value, value)
-    return (z,) + tuple(value)[1:]
+    return (z,) + tuple(value)[1:]  # type: ignore[return-value]
+
+
+def section_window(sw: SlidingWindow, shape: tuple[int, int, int]) -> SlidingWindow:
+    """The spec's window grid for one section of ``shape`` (1, Y, X): one window along z, no z padding."""
+    return dataclasses.replace(sw, volume=shape, window=_flat(sw.window, 1), overlap=_flat(sw.overlap, 0),
+                               stride=_flat(sw.stride, 1), pad=_flat(sw.pad, 0), crop=_flat(sw.crop, 0))
 
 
 def stage_image(chunk: Chunk, path: str, spec: InferenceSpec, out_dir: str, params: DecodeParams) -> dict:
@@ -70,17 +73,8 @@ def stage_image(chunk: Chunk, path: str, spec: InferenceSpec, out_dir: str, para
 
     image = _gray(np.asarray(iio.imread(path)), Path(path))
     shape = (1,) + image.shape
-    sw_spec = dataclasses.replace(
-        spec, volume=shape, window=(1,) + tuple(spec.window[1:]),
-        overlap=_flat(spec.overlap), stride=_flat(spec.stride, keep_none=True, z=1), pad=_flat(spec.pad), crop=_flat(spec.crop),
-    )
     model = worker_model(spec)
-    affs = predict_volume(
-        model, image[None], sw_spec.sliding_window(), device=resolve_device(spec.device), amp=spec.amp,
-        tta=spec.tta, offsets=[list(o) for o in spec.offsets] if spec.offsets else None,
-        select_channel=list(spec.select_channel) if spec.select_channel else None,
-        activation=spec.activation, output_dtype=spec.output_dtype,
-    )
+    affs = predict_volume(model, image[None], section_window(spec.sw, shape), spec.options)
     # a 2D model predicts (y, x) affinities: the decoder's z channel is 0 (no links across sections)
     a = affs.astype(np.float32) / (255.0 if affs.dtype == np.uint8 else 1.0)
     if a.shape[0] == 2:

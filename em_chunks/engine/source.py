@@ -113,27 +113,8 @@ class Source:
         if _is_tiles(self.path):
             mode = boundary if isinstance(boundary, str) else float(boundary)
             return handle.read(box, boundary=mode, layer=self.key or "image")
-        inside = box.intersect(Box.from_shape(self.spatial_shape))
-        lead: tuple = ()
-        lead_shape: tuple[int, ...] = ()
-        if len(self.shape) == 4:
-            lead = (list(channels),) if channels is not None else (slice(None),)
-            lead_shape = (len(channels) if channels is not None else self.shape[0],)
-        if not inside.empty:
-            data = handle[(slice(None),) + inside.slices()] if lead else handle[inside.slices()]
-            data = np.asarray(data.compute(scheduler="sync") if hasattr(data, "compute") else data)
-            if lead and channels is not None:
-                data = data[list(channels)]
-            if inside == box:
-                return data
-        if inside.empty or not isinstance(boundary, str):
-            value = 0 if isinstance(boundary, str) else boundary
-            out = np.full(lead_shape + box.shape, value, dtype=self.dtype)
-            if not inside.empty:
-                out[(slice(None),) * len(lead) + inside.slices(box)] = data
-            return out
-        from em_chunks.io.padding import pad
+        from em_chunks.io.padding import read_padded
 
-        before = [i - b for i, b in zip(inside.begin, box.begin)]
-        after = [b - i for i, b in zip(inside.end, box.end)]
-        return pad(data, [(0, 0)] * len(lead) + list(zip(before, after)), boundary)
+        if channels is not None and len(self.shape) == 4:
+            handle = handle[list(channels)]
+        return read_padded(handle, box, boundary)

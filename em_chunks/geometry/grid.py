@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from em_chunks.errors import InputError
+from em_chunks.geometry.axes import per_axis
 from em_chunks.geometry.box import Box
 
 
@@ -66,21 +67,7 @@ def storage_aligned(shape: Sequence[int], pieces: Sequence[int], max_chunk: Sequ
 
 def parse_chunks(spec: str | Sequence[int], shape: Sequence[int] | None = None, name: str = "--chunks") -> tuple[int, ...]:
     """Parse and check a chunk spec such as ``"2,4,4"``; refuse zero, negative, non-integer or too many pieces."""
-    if isinstance(spec, str):
-        parts = [p.strip() for p in spec.replace("x", ",").split(",")]
-        try:
-            values = tuple(int(p) for p in parts)
-        except ValueError:
-            raise InputError(f"{name} {spec!r}: expected three positive integers Z,Y,X such as 2,4,4") from None
-    else:
-        try:
-            values = tuple(int(v) for v in spec)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} {spec!r}: expected three positive integers Z,Y,X such as 2,4,4") from None
-    if len(values) != 3:
-        raise InputError(f"{name} {spec!r}: expected three integers Z,Y,X (pieces per axis), got {len(values)}")
-    if any(v <= 0 for v in values):
-        raise InputError(f"{name} {spec!r}: pieces per axis must be positive integers")
+    values = per_axis(spec, name, scalar=False, minimum=1, noun="pieces per axis")
     if shape is not None:
         shape3 = tuple(shape)[-3:]
         for axis, (n, length) in enumerate(zip(values, shape3)):

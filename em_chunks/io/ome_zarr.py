@@ -3,18 +3,20 @@ boxes.
 
 Where each array lives is :mod:`em_chunks.io.layout`'s business; this module writes the arrays and
 their NGFF metadata (axes, per-level ``coordinateTransformations``, the image-label link to its
-image).
+image), and holds the one walker that reads them back (:func:`walk_to_array`: from a group to the array
+its multiscales name, used to open an array and to find its voxel size).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 
+from em_chunks.errors import InputError
 from em_chunks.io import layout
 
 NGFF_VERSION = "0.5"
@@ -240,11 +242,50 @@ def level_count(group: zarr.Group) -> int:
     return len(ms[0].get("datasets", []))
 
 
+def multiscales_of(attrs: dict) -> list:
+    """The NGFF ``multiscales`` of a node's attributes (0.5 under ``ome``, 0.4 at the top), or []."""
+    ms = attrs.get("ome", {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else None
+    return ms or attrs.get("multiscales") or []
+
+
+def walk_to_array(node: Any, key: Optional[str], where: str, depth: int = 4) -> list[tuple[Any, Optional[str]]]:
+    """The walk from ``node`` down to an array, as ``[(node, name of the child taken), ..., (array, None)]``:
+    the parts of ``key`` first, then in each group its multiscales' first dataset (or its only array), at
+    most ``depth`` levels below the key. A wrong key or an ambiguous group is a one-line InputError."""
+    steps: list[tuple[Any, Optional[str]]] = []
+    trail = [part for part in (key or "").split("/") if part]
+    if trail and isinstance(node, zarr.Array):
+        raise InputError(f"{where}: is an array, not a group; expected no key (got {key!r})")
+    for level in range(len(trail) + depth):
+        if isinstance(node, zarr.Array):
+            return steps + [(node, None)]
+        name = trail[level] if level < len(trail) else _default_child(node, where)
+        steps.append((node, name))
+        try:
+            node = node[name]
+        except KeyError:
+            members = sorted(k for k, _ in node.members())
+            raise InputError(f"{where}: no array {key!r}; expected one of {', '.join(members) or '(empty group)'}") from None
+        where = f"{where}/{name}" if level < len(trail) else where
+    if isinstance(node, zarr.Array):
+        return steps + [(node, None)]
+    raise InputError(f"{where}: zarr groups nested too deep; expected key= naming an array")
+
+
+def _default_child(group: Any, where: str) -> str:
+    ms = multiscales_of(dict(group.attrs))
+    if ms and ms[0].get("datasets"):
+        return str(ms[0]["datasets"][0]["path"])
+    arrays = [name for name, _ in group.arrays()]
+    if len(arrays) == 1:
+        return arrays[0]
+    members = sorted(k for k, _ in group.members())
+    raise InputError(f"{where}: a zarr group; expected key= naming one of {', '.join(members) or '(nothing)'}")
+
+
 def voxel_size_from_group(group: zarr.Group) -> tuple[float, float, float] | None:
     """The (z, y, x) scale of dataset 0 of an NGFF multiscale group, or None."""
-    attrs = dict(group.attrs)
-    ome = attrs.get("ome", attrs)
-    ms = ome.get("multiscales")
+    ms = multiscales_of(dict(group.attrs))
     if not ms:
         return None
     try:

@@ -23,42 +23,16 @@ Beware the clash of names: dask's (and scipy.ndimage's) ``reflect`` is numpy's `
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from em_chunks.errors import InputError
 from em_chunks.geometry import Box
 
-Boundary = Union[str, int, float]
+from em_chunks.geometry.boundary import MODES, Boundary, is_constant, normalize_boundary  # noqa: F401  (MODES re-exported)
 
-MODES = ("reflect", "mirror", "nearest", "periodic", "none")
-_ALIASES = {"symmetric": "reflect", "reflect-no-edge": "mirror"}
 _NUMPY_NAMES = {"reflect": "symmetric", "mirror": "reflect", "nearest": "edge", "periodic": "wrap"}
-
-
-def normalize_boundary(boundary: Boundary, name: str = "boundary") -> Boundary:
-    """Canonical form of a boundary: one of :data:`MODES` or a number; anything else is an InputError."""
-    if isinstance(boundary, bool):
-        raise InputError(f"{name} {boundary!r}: expected one of {', '.join(MODES)} or a number")
-    if isinstance(boundary, (int, float, np.integer, np.floating)):
-        return boundary.item() if isinstance(boundary, np.generic) else boundary
-    if isinstance(boundary, str):
-        mode = _ALIASES.get(boundary.strip().lower(), boundary.strip().lower())
-        if mode in MODES:
-            return mode
-        try:  # a number given as text, e.g. from the command line
-            return int(mode)
-        except ValueError:
-            try:
-                return float(mode)
-            except ValueError:
-                pass
-    raise InputError(f"{name} {boundary!r}: expected one of {', '.join(MODES)} or a number")
-
-
-def is_constant(boundary: Boundary) -> bool:
-    return not isinstance(boundary, str)
 
 
 def source_indices(begin: int, end: int, length: int, boundary: Boundary) -> np.ndarray:
@@ -195,6 +169,7 @@ def assemble(
     """
     import itertools
 
+    lead = (slice(None),) * (len(shape) - len(runs))  # leading (channel) axes are copied whole
     needs_fill = any(r.fill for axis in runs for r in axis)
     out = np.full(tuple(shape), fill, dtype=dtype) if needs_fill else np.empty(tuple(shape), dtype=dtype)
     live = [[r for r in axis if not r.fill] for axis in runs]
@@ -212,7 +187,7 @@ def assemble(
             per_axis.append(pairs)
         else:
             for combo in itertools.product(*per_axis):
-                out[tuple(c[0] for c in combo)] = data[tuple(c[1] for c in combo)]
+                out[lead + tuple(c[0] for c in combo)] = data[lead + tuple(c[1] for c in combo)]
     return out
 
 
@@ -229,12 +204,31 @@ def pad(array: np.ndarray, pad_width: Sequence[tuple[int, int]], boundary: Bound
     return np.pad(array, widths, mode=_NUMPY_NAMES[str(mode)])
 
 
-def read_padded(array: np.ndarray, box: Box, boundary: Boundary) -> np.ndarray:
-    """The voxels of ``box`` (any position) from an in-memory array, padded by ``boundary``: the reference
-    every tiled read must match."""
+def read_padded(array: Any, box: Box, boundary: Boundary) -> np.ndarray:
+    """The voxels of ``box`` (any position) of ``array``, padded by ``boundary``: THE padded read (the
+    tiled reader follows the same runs and is tested against it).
+
+    ``array`` may be numpy, zarr or dask (read once, only the part inside the volume that the padding
+    needs); axes before the last ``box.ndim`` (channels) are kept whole.
+    """
     mode = normalize_boundary(boundary)
-    spans = [clip_span(b, e, n, mode) for b, e, n in zip(box.begin, box.end, array.shape)]
-    runs = [axis_runs(b, e, n, mode) for (b, e), n in zip(spans, array.shape)]
-    shape = [e - b for b, e in spans]
+    ndim = len(array.shape)
+    lead, spatial = tuple(array.shape[: ndim - box.ndim]), tuple(array.shape[ndim - box.ndim:])
+    if Box.from_shape(spatial).contains(box):  # nothing to pad: the plain read, no copy
+        data = array[(slice(None),) * len(lead) + box.slices()]
+        if isinstance(data, np.ndarray):
+            return data.copy()  # a view would let the caller write into the source
+        return np.asarray(data.compute(scheduler="sync") if hasattr(data, "compute") else data)
+    spans = [clip_span(b, e, n, mode) for b, e, n in zip(box.begin, box.end, spatial)]
+    runs = [axis_runs(b, e, n, mode) for (b, e), n in zip(spans, spatial)]
+    shape = lead + tuple(e - b for b, e in spans)
     fill = mode if is_constant(mode) else 0
-    return assemble(shape, array.dtype, runs, [(Box.from_shape(array.shape), array)], fill=fill)
+    sources = list(source_boxes(runs))
+    pieces = []
+    if sources and all(s > 0 for s in shape):
+        need = Box.from_bounds([min(b.begin[a] for b in sources) for a in range(box.ndim)],
+                               [max(b.end[a] for b in sources) for a in range(box.ndim)])
+        data = array[(slice(None),) * len(lead) + need.slices()]
+        data = data.compute(scheduler="sync") if hasattr(data, "compute") else data
+        pieces.append((need, np.asarray(data)))
+    return assemble(shape, array.dtype, runs, pieces, fill=fill)

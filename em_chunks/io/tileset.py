@@ -36,7 +36,8 @@ from em_chunks.errors import InputError
 from em_chunks.geometry import Box, ChunkGrid
 from em_chunks.io import padding
 from em_chunks.io.padding import Boundary, Run
-from em_chunks.io.tiles import TileFormat, decode_tile, read_header
+from em_chunks.io.tileset_graph import GraphBuilder, _read_tile, block_plans, z_slabs
+from em_chunks.io.tiles import TileFormat, read_header
 
 Layer = Literal["image", "label", "valid_mask"]
 LAYERS: tuple[str, ...] = ("image", "label", "valid_mask")
@@ -126,46 +127,13 @@ def _consistency(spec: TileSetSpec, source: str) -> None:
         raise InputError(f"{source}: field 'label_dtype': {spec.label_dtype}; expected an integer dtype")
 
 
-# ---- tasks (module level so they pickle by reference) --------------------------------------------
-def _read_tile(ref: tuple[str, bool], fmt: TileFormat, z: int, row: int, col: int, geom: tuple) -> np.ndarray:
-    """Voxels of tile (row, col) of one section, cropped to the volume: shape (y1-y0, x1-x0)."""
-    path, tiled = ref
-    (y0, y1, x0, x1), tile_max, section = geom
-    where = f"section {z}, row {row}, column {col}"
-    if tiled:
-        arr = decode_tile(path, fmt, (y1 - y0, x1 - x0), tile_max, where)
-        return arr[: y1 - y0, : x1 - x0]
-    arr = decode_tile(path, fmt, section[0], section[1], f"section {z}")
-    return arr[y0:y1, x0:x1]
+def _halo(halo: Sequence[int] | int) -> tuple[int, int, int]:
+    from em_chunks.geometry.axes import per_axis
 
-
-def _read_slab(refs: tuple, fmt: TileFormat, z0: int, row: int, col: int, geom: tuple) -> np.ndarray:
-    """One tile column over sections ``z0..z0+len(refs)``: the unit every block task shares."""
-    (y0, y1, x0, x1), _, _ = geom
-    out = np.empty((len(refs), y1 - y0, x1 - x0), dtype=fmt.dtype)
-    for i, ref in enumerate(refs):
-        out[i] = _read_tile(ref, fmt, z0 + i, row, col, geom)
-    return out
-
-
-def _assemble_block(shape, dtype, runs, fill, boxes, arrays) -> np.ndarray:
-    return padding.assemble(shape, dtype, runs, zip(boxes, arrays), fill=fill)
-
-
-try:  # dask's task objects: no per-compute conversion of legacy tuples (measurably cheaper per pass)
-    from dask._task_spec import List as _TaskList, Task as _Task, TaskRef as _TaskRef
-
-    def _task(key, func, *args):
-        return _Task(key, func, *args)
-
-    def _refs(keys):
-        return _TaskList(*(_TaskRef(k) for k in keys))
-except ImportError:  # pragma: no cover - older dask: legacy tuple tasks
-    def _task(key, func, *args):
-        return (func, *args)
-
-    def _refs(keys):
-        return list(keys)
+    try:
+        return per_axis(halo, "halo", minimum=0)
+    except InputError:
+        raise InputError(f"halo {halo!r}: expected 3 non-negative integers (z, y, x)") from None
 
 
 class TileSet:
@@ -367,101 +335,31 @@ class TileSet:
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
-        shape = self.shape
-        if chunks is None:
-            from em_chunks.geometry import parse_chunks
-
-            pieces = parse_chunks(grid if isinstance(grid, str) else tuple(grid), shape, name="grid")
-            core_chunks = ChunkGrid(shape, pieces).dask_chunks
-        else:
-            core_chunks = da.core.normalize_chunks(chunks, shape)
-        halo3 = (int(halo),) * 3 if isinstance(halo, (int, np.integer)) else tuple(int(h) for h in halo)
-        if len(halo3) != 3 or any(h < 0 for h in halo3):
-            raise InputError(f"halo {halo!r}: expected 3 non-negative integers (z, y, x)")
+        core_chunks = self._core_chunks(grid, chunks, da)
+        halo3 = _halo(halo)
         mode = padding.normalize_boundary(boundary)
         fmt = self._fmt(layer)
-        th, tw = self.tile_shape(layer)
         # small decode tasks (~4 MiB, <= 16 sections) balance two threads well and end the pass together
         spt = sections_per_task or self.default_chunks(layer, 4 << 20)[0]
         spt = max(1, min(int(spt), 16 if sections_per_task is None else 1 << 30))
-
-        # per axis, per piece: output span (context, clipped for 'none') and its runs
-        plans: list[list[tuple[tuple[int, int], list[Run]]]] = []
-        for axis, sizes in enumerate(core_chunks):
-            starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-            axis_plan = []
-            for b, e in zip(starts[:-1], starts[1:]):
-                span = padding.clip_span(int(b) - halo3[axis], int(e) + halo3[axis], shape[axis], mode)
-                axis_plan.append((span, padding.axis_runs(span[0], span[1], shape[axis], mode)))
-            plans.append(axis_plan)
-
-        # z slabs: cut the z axis wherever some block's source run starts or ends, then cap the depth
-        cuts = {0, shape[0]}
-        for _, runs in plans[0]:
-            for r in runs:
-                if not r.fill:
-                    cuts.update((r.src_lo, r.src_hi))
-        edges = sorted(cuts)
-        slabs: list[tuple[int, int]] = []
-        for a, b in zip(edges[:-1], edges[1:]):
-            for s in range(a, b, spt):
-                slabs.append((s, min(b, s + spt)))
-        slab_starts = [s for s, _ in slabs]
-
+        plans = block_plans(core_chunks, halo3, self.shape, mode)
         token = tokenize(self.spec.model_dump_json(), str(self.base_dir.resolve()), layer, core_chunks, halo3,
                          mode, fmt, spt)
         name = f"tileset-{layer}-{token}"
-        tname = f"tiles-{layer}-{token}"
-        dsk: dict = {}
+        builder = GraphBuilder(self, layer, fmt, z_slabs(plans[0], self.shape[0], spt),
+                               mode if padding.is_constant(mode) else 0, name, f"tiles-{layer}-{token}")
+        graph = HighLevelGraph.from_collections(name, builder.add_blocks(plans), dependencies=[])
+        out_chunks = tuple(tuple(span[1] - span[0] for span, _ in plan) for plan in plans)
+        return da.Array(graph, name, out_chunks, dtype=np.dtype(fmt.dtype), meta=np.empty((0, 0, 0), dtype=fmt.dtype))
 
-        def slab_ids(runs: list[Run]) -> list[int]:
-            import bisect
+    def _core_chunks(self, grid: Sequence[int] | str, chunks: Optional[Sequence[Any]], da: Any) -> tuple:
+        """The blocks' cores as dask chunks: a ChunkGrid's pieces, or explicit dask ``chunks``."""
+        if chunks is not None:
+            return da.core.normalize_chunks(chunks, self.shape)
+        from em_chunks.geometry import parse_chunks
 
-            ids: set[int] = set()
-            for r in runs:
-                if r.fill:
-                    continue
-                i = bisect.bisect_right(slab_starts, r.src_lo) - 1
-                while i < len(slabs) and slabs[i][0] < r.src_hi:
-                    ids.add(i)
-                    i += 1
-            return sorted(ids)
-
-        def tile_ids(runs: list[Run], size: int) -> list[int]:
-            ids: set[int] = set()
-            for r in runs:
-                if not r.fill:
-                    ids.update(range(r.src_lo // size, -(-r.src_hi // size)))
-            return sorted(ids)
-
-        for bz, (zspan, zruns) in enumerate(plans[0]):
-            zs = slab_ids(zruns)
-            for by, (yspan, yruns) in enumerate(plans[1]):
-                rows = tile_ids(yruns, th)
-                for bx, (xspan, xruns) in enumerate(plans[2]):
-                    cols = tile_ids(xruns, tw)
-                    boxes, keys = [], []
-                    for s in zs:
-                        z0, z1 = slabs[s]
-                        for r in rows:
-                            for c in cols:
-                                key = (tname, s, r, c)
-                                geom = self._geom(layer, r, c)
-                                if key not in dsk:
-                                    refs = tuple(self._ref(layer, z, r, c) for z in range(z0, z1))
-                                    dsk[key] = _task(key, _read_slab, refs, fmt, z0, r, c, geom)
-                                y0, y1, x0, x1 = geom[0]
-                                boxes.append(Box((z0, y0, x0), (z1 - z0, y1 - y0, x1 - x0)))
-                                keys.append(key)
-                    out_shape = (zspan[1] - zspan[0], yspan[1] - yspan[0], xspan[1] - xspan[0])
-                    fill = mode if padding.is_constant(mode) else 0
-                    bkey = (name, bz, by, bx)
-                    dsk[bkey] = _task(bkey, _assemble_block, out_shape, fmt.dtype, (zruns, yruns, xruns),
-                                      fill, boxes, _refs(keys))
-        out_chunks = tuple(tuple(span[1] - span[0] for span, _ in axis_plan) for axis_plan in plans)
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
-        return da.Array(graph, name, out_chunks, dtype=np.dtype(fmt.dtype),
-                        meta=np.empty((0, 0, 0), dtype=fmt.dtype))
+        pieces = parse_chunks(grid if isinstance(grid, str) else tuple(grid), self.shape, name="grid")
+        return ChunkGrid(self.shape, pieces).dask_chunks
 
     # ---- checking --------------------------------------------------------------------------------
     def check(self, layers: Optional[Sequence[str]] = None, decode: bool = True, workers: int = 2) -> list[str]:

@@ -127,37 +127,11 @@ def _reshape(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # ---- zarr ----------------------------------------------------------------------------------------
-def _multiscales(attrs: dict) -> list:
-    ms = attrs.get("ome", {}).get("multiscales") if isinstance(attrs.get("ome"), dict) else None
-    return ms or attrs.get("multiscales") or []
-
-
 def _resolve_zarr(node: Any, where: str, key: Optional[str]):
-    import zarr
+    """The array ``key`` names in ``node`` (descending through OME-Zarr groups, e.g. labels/segmentation -> 0)."""
+    from em_chunks.io.ome_zarr import walk_to_array
 
-    if key:
-        if not isinstance(node, zarr.Group):
-            raise InputError(f"{where}: is an array, not a group; expected no key (got {key!r})")
-        try:
-            node = node[key]
-        except KeyError:
-            members = sorted(k for k, _ in node.members())
-            raise InputError(f"{where}: no array {key!r}; expected one of {', '.join(members) or '(empty group)'}") from None
-        where = f"{where}/{key}"
-    for _ in range(4):  # descend through OME-Zarr groups (e.g. labels/segmentation -> 0)
-        if not isinstance(node, zarr.Group):
-            return node
-        ms = _multiscales(dict(node.attrs))
-        if ms and ms[0].get("datasets"):
-            node = node[ms[0]["datasets"][0]["path"]]
-            continue
-        arrays = [name for name, _ in node.arrays()]
-        if len(arrays) == 1:
-            node = node[arrays[0]]
-            continue
-        members = sorted(k for k, _ in node.members())
-        raise InputError(f"{where}: a zarr group; expected key= naming one of {', '.join(members) or '(nothing)'}")
-    raise InputError(f"{where}: zarr groups nested too deep; expected key= naming an array")
+    return walk_to_array(node, key, where)[-1][0]
 
 
 def _open_zarr(p: Path, key: Optional[str]):
@@ -210,32 +184,24 @@ def _zarr_voxel_size(p: Path, key: Optional[str]) -> Optional[tuple[float, float
         root = zarr.open(store=str(p), mode="r")
     except Exception:
         return None
-    # walk from the root to the array, remembering the innermost multiscales
-    node, trail = root, [part for part in (key or "").split("/") if part]
+    from em_chunks.io.ome_zarr import multiscales_of, walk_to_array
+
+    try:
+        steps = walk_to_array(root, key, str(p))
+    except InputError:
+        steps = [(root, None)]
+    # along the walk from the root to the array, the innermost voxel size or multiscales scale wins
     found = None
-    for depth in range(len(trail) + 4):
+    for node, child in steps:
         attrs = dict(node.attrs)
         for name in ("voxel_size", "resolution"):
             if name in attrs and _zyx(attrs[name]):
                 found = _zyx(attrs[name])
-        if isinstance(node, zarr.Array):
-            break
-        ms = _multiscales(attrs)
-        nxt = trail[depth] if depth < len(trail) else None
-        if ms:
-            scale = _scale_of(ms[0].get("datasets", []), nxt, ms[0].get("coordinateTransformations", []))
+        ms = multiscales_of(attrs)
+        if ms and child is not None:
+            scale = _scale_of(ms[0].get("datasets", []), child, ms[0].get("coordinateTransformations", []))
             if scale:
                 found = _zyx(scale)
-            nxt = nxt or (ms[0]["datasets"][0]["path"] if ms[0].get("datasets") else None)
-        if nxt is None:
-            arrays = [n for n, _ in node.arrays()]
-            nxt = arrays[0] if len(arrays) == 1 else None
-        if nxt is None:
-            break
-        try:
-            node = node[nxt]
-        except KeyError:
-            break
     if found is None and ((p.parent / "zarr.json").is_file() or (p.parent / ".zgroup").is_file()):
         # the path names an array inside an OME-Zarr group: look at the parent's metadata
         return _zarr_voxel_size(p.parent, p.name + ("/" + key if key else ""))

@@ -6,10 +6,10 @@ there is one. The lines come from a timer thread, so a run waiting on its first 
 from __future__ import annotations
 
 import math
-import sys
-import threading
 import time
 from typing import Any, Callable, Optional
+
+from em_chunks.progress import ProgressDisplay
 
 
 def _clock(seconds: float) -> str:
@@ -52,33 +52,9 @@ class TrainProgress:
         self.loss, self.lr = math.nan, math.nan
         self.t0 = time.perf_counter()
         self.log, self.quiet_log, self.period = log, quiet_log, period
-        self.bar: Any = None
-        if bar and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-                transient=True,
-                console=Console(stderr=True),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-            self.bar.start()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name="emchunks-train-progress", daemon=True
-        )
-        self._thread.start()
+        self.display = ProgressDisplay(bar, _train_columns, self._beat, period, "emchunks-train-progress")
+        self.bar: Any = self.display.bar
+        self.task = self.display.add_task("train", total=total, completed=start, info="")
 
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.t0
@@ -90,8 +66,7 @@ class TrainProgress:
 
     def update(self, iteration: int, loss_ema: float, lr: float) -> None:
         self.done, self.loss, self.lr = iteration, loss_ema, lr
-        if self.bar is not None:
-            self.bar.update(self.task, completed=iteration, info=self.info())
+        self.display.update(self.task, completed=iteration, info=self.info())
 
     def line(self) -> str:
         """``train 83/300 iterations: train loss (EMA) 0.3213, lr 9.51e-04, 2.31 it/s; ETA 1:34``"""
@@ -106,14 +81,17 @@ class TrainProgress:
         )
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.period):
-            if self.bar is None:
-                self.log(self.line())
-            elif self.quiet_log is not None:
-                self.quiet_log(self.line())
+        if self.bar is None:
+            self.log(self.line())
+        elif self.quiet_log is not None:
+            self.quiet_log(self.line())
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.bar is not None:
-            self.bar.stop()
+        self.display.close()
+
+
+def _train_columns() -> tuple:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn())

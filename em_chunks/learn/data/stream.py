@@ -10,6 +10,13 @@ Backpressure: at most ``window`` batch tasks are in flight; a new one is submitt
 takes one, so a slow trainer never piles batches up in memory and a fast one finds them ready.
 Batches are yielded in submission order, so a run with the same seed sees the same batches in the
 same order whatever the worker timing (reproducible).
+
+The number of workers does not change the batches either, only ``active_chunks`` does (it sets how the
+batches of the chunks being worked are interleaved): with the same ``active_chunks``, 1 and 2 workers
+stream identical batches in identical order. Its default is one chunk per worker (every worker busy), so
+by default a 2-worker run sees the same batches of each chunk visit as a 1-worker run, interleaved between
+two chunks instead of one chunk after the other. Fix ``active_chunks`` to make runs on different clusters
+identical batch for batch (tests/test_learn_stream.py).
 """
 
 from __future__ import annotations
