@@ -22,25 +22,16 @@ import numpy as np
 import torch
 
 from em_chunks.errors import InputError, Interrupted
-from em_chunks.geometry import Box
 from em_chunks.learn.checkpoint import read_checkpoint, save_checkpoint
-from em_chunks.learn.config import TrainConfig, VolumeSection
+from em_chunks.learn.config import TrainConfig
 from em_chunks.learn.distributed import barrier, device_for, init_from_env, wrap
 from em_chunks.learn.data import BatchSpec, BatchStream, Rejection, local_batches, training_volume
 from em_chunks.learn.losses import CombinedLoss
 from em_chunks.learn.models import build_model
 from em_chunks.learn.schedule import lr_factor
+from em_chunks.learn.validation import resolve_volumes, split_volumes
 
-
-def resolve_volumes(sections: list[VolumeSection]):
-    """TrainingVolume objects (shapes checked) from config sections."""
-    out = []
-    for v in sections:
-        roi = None
-        if getattr(v, "roi", None) is not None:
-            roi = Box.from_bounds(v.roi[0], v.roi[1])
-        out.append(training_volume(v.image, v.label, v.valid_mask, v.weight, roi))
-    return out
+__all__ = ["resolve_volumes", "split_volumes", "train"]
 
 
 def chunk_bytes(config: TrainConfig, volumes: list) -> int:
@@ -222,8 +213,7 @@ def train(
         raise InputError("train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)")
     if check_out:
         check_train_out(out, resume, overwrite)
-    volumes = resolve_volumes(config.data.volumes)
-    val_volumes = resolve_volumes(config.data.validation)
+    volumes, val_volumes = split_volumes(config)
     check_batches(config, volumes)
     torch.manual_seed(config.seed)
     rank = init_from_env()
