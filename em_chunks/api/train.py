@@ -104,7 +104,7 @@ def _search_pending(config: Any, out: Path, val_volumes: list) -> bool:
     """Whether the decoder search still has to run (validation data, search on, best.pt without decoder)."""
     from em_chunks.learn.checkpoint import read_checkpoint
 
-    if not (config.tune.enabled and val_volumes and (out / "best.pt").is_file()):
+    if not (config.decoder_search.enabled and val_volumes and (out / "best.pt").is_file()):
         return False
     return read_checkpoint(out / "best.pt").get("decoder") is None
 

@@ -67,7 +67,7 @@ class ValidationSplit(FrozenModel):
     axis: Literal["z", "y", "x"] = "z"
 
 
-class TuneSection(FrozenModel):
+class DecoderSearchSection(FrozenModel):
     """The decoder search at the end of training: the kept checkpoints' affinities on the validation
     region, decoded with every merge function x threshold x aff_threshold and scored exactly (adapted
     Rand, VOI) against its labels; the winner is stored in ``best.pt`` and used by ``predict``."""
@@ -182,7 +182,7 @@ class TrainConfig(FrozenModel):
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="weighted_bce")])
     optimizer: OptimizerSection = OptimizerSection()
     #: decoder search on the validation region after training (needs validation data)
-    tune: TuneSection = TuneSection()
+    decoder_search: DecoderSearchSection = DecoderSearchSection()
     #: optional wall-clock cap (a recipe is defined by ``iterations``): the cosine decays over whichever of
     #: iterations and time runs out first, and training stops when the time is up
     time_limit_minutes: Optional[float] = Field(None, gt=0)

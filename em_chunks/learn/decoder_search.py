@@ -5,7 +5,7 @@ A model trained for a short while needs other decode settings than the generic d
 threshold, the ``mean`` score), and which ones depends on the model: so training ends by predicting
 the validation region's affinities with the chunked engine (``predict``), searching merge functions x
 thresholds x aff_thresholds on them with the tune machinery (scored exactly: adapted Rand, VOI) and
-storing the winner in ``best.pt``. With ``train.tune.checkpoints: kept`` every kept checkpoint is
+storing the winner in ``best.pt``. With ``train.decoder_search.checkpoints: kept`` every kept checkpoint is
 searched and ``best.pt`` becomes the one that decodes best: "best" means best on validation.
 """
 
@@ -42,7 +42,7 @@ def write_region(vol: TrainingVolume, work: Path) -> tuple[Path, Path]:
 
 def candidates(config: Any, out: Path) -> list[tuple[Path, Optional[int]]]:
     """The checkpoints to search: best.pt alone, or every kept numbered checkpoint (best first)."""
-    if config.tune.checkpoints == "kept":
+    if config.decoder_search.checkpoints == "kept":
         try:
             records = json.loads((out / "metrics.json").read_text()).get("checkpoints") or []
         except (OSError, ValueError):
@@ -60,7 +60,7 @@ def score_checkpoint(ckpt: Path, image: Path, labels: Path, work: Path, config: 
     from em_chunks.api.workflow import Workflow
     from em_chunks.io import layout
 
-    t = config.tune
+    t = config.decoder_search
     pred = work / f"{ckpt.stem}.zarr"
     predict(image, ckpt, pred, tuple(t.chunks), Workflow(predict={"preview": False}), client=client, progress=False)
     found = tune(layout.image_array(pred), labels, work / f"tune-{ckpt.stem}", tuple(t.chunks),
@@ -79,7 +79,7 @@ def decoder_entry(row: dict[str, Any], iteration: Optional[int], vol: TrainingVo
     """What best.pt stores: the decode settings, their validation scores, the region and the search."""
     b = row["best"]
     scores = {k: float(v) for k, v in b.items() if isinstance(v, (int, float, np.floating)) and k != "threshold"}
-    t = config.tune
+    t = config.decoder_search
     return {
         "decode": {"merge_function": b["merge_function"], "thresholds": [float(b["threshold"])],
                    "aff_threshold": [float(v) for v in b["aff_threshold"]]},
@@ -95,10 +95,10 @@ def search_decoder(config: Any, out: Path, val_volumes: list[TrainingVolume], cl
                    log: Callable[[str], None]) -> Optional[dict[str, Any]]:
     """Run the search (the first validation volume is the region), make best.pt the winning checkpoint
     carrying its decoder, and add ``tuned_decoder`` to metrics.json; ``None`` when there is nothing to
-    search on (no validation data, or ``train.tune.enabled: false``)."""
+    search on (no validation data, or ``train.decoder_search.enabled: false``)."""
     from em_chunks.learn.checkpoint import write_decoder
 
-    if not config.tune.enabled or not val_volumes:
+    if not config.decoder_search.enabled or not val_volumes:
         return None
     vol = val_volumes[0]
     work = out / WORK
