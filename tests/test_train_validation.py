@@ -119,7 +119,13 @@ def test_training_tunes_the_decoder_and_predict_uses_it(vol, cluster_client, cap
               "decoder_search.aff_thresholds=[[0.1, 0.999]]"]
     cfg = _cfg(vol, SPLIT, "iterations=4", "checkpoint_every=2", "keep_best=2", *search)
     out = vol / "model"
-    metrics = train(cfg, out, client=cluster_client, progress=False)
+    # trained without the search (as if interrupted during it): --resume does the search only
+    train(_cfg(vol, SPLIT, "iterations=4", "checkpoint_every=2", "keep_best=2", "decoder_search.enabled=false"),
+          out, client=cluster_client, progress=False)
+    assert "decoder" not in torch.load(out / "best.pt", weights_only=True)
+    last = (out / "last.pt").read_bytes()
+    metrics = train(cfg, out, client=cluster_client, progress=False, resume=True)
+    assert (out / "last.pt").read_bytes() == last and metrics["iterations"] == 4  # no iteration more
     best = torch.load(out / "best.pt", weights_only=True)
     entry = best["decoder"]
     assert entry["decode"]["merge_function"] in ("mean", "aff50_his256")

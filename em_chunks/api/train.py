@@ -40,7 +40,7 @@ def train(
 ) -> dict[str, Any]:
     """Train ``config`` (a :class:`~em_chunks.learn.config.TrainConfig`) into ``out``; returns the metrics.
 
-    With validation data, training ends with the decoder search (:mod:`em_chunks.learn.decoder_search`):
+    With validation data, training ends with the decoder search (:mod:`em_chunks.api.decoder_search`):
     ``best.pt`` is the checkpoint that decodes the validation region best and carries that decoder.
     Refused up front, in one line: a folder holding a run without ``resume``/``overwrite``, volumes that
     do not fit, a configuration that cannot yield a batch. Ctrl-C saves a checkpoint and raises
@@ -112,7 +112,7 @@ def _search_pending(config: Any, out: Path, val_volumes: list) -> bool:
 def _train_and_search(config: Any, out: Path, client: Client, val_volumes: list, resume: bool,
                       progress: bool) -> dict[str, Any]:
     """The training loop (skipped when a resumed run has reached its iterations), then the search."""
-    from em_chunks.learn.decoder_search import search_decoder
+    from em_chunks.api.decoder_search import search_decoder
     from em_chunks.learn.trainer import train as train_loop
 
     if resume and _trained(out) >= config.iterations:
