@@ -69,6 +69,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     other["architecture"] = "vision-transformer-9000"
     f["other_arch"] = d / "other.pt"
     torch.save(other, f["other_arch"])
+    bad = torch.load(f["ckpt"], weights_only=True)
+    bad["decoder"] = {"decode": {"merge_function": "bogus_his9", "thresholds": [0.2]}}
+    f["bad_decoder"] = d / "bad-decoder.pt"
+    torch.save(bad, f["bad_decoder"])
     return f
 
 
@@ -88,6 +92,7 @@ CASES = {
     "predict-missing-input": (["predict", "{dir}/nope.json", "--checkpoint", "{ckpt}", "--out", OUT], "nope.json"),
     "predict-missing-checkpoint": (["predict", "{tiles}", "--checkpoint", "{dir}/nope.pt", "--out", OUT], "nope.pt"),
     "predict-not-a-checkpoint": (["predict", "{tiles}", "--checkpoint", "{not_ckpt}", "--out", OUT], "not.pt"),
+    "predict-bad-tuned-decoder": (["predict", "{tiles}", "--checkpoint", "{bad_decoder}", "--out", OUT], "tuned decoder"),
     "predict-other-architecture": (["predict", "{tiles}", "--checkpoint", "{other_arch}", "--out", OUT], "vision-transformer-9000"),
     "predict-labels-shape": (["predict", "{tiles}", "--checkpoint", "{ckpt}", "--labels", "{gt_small}", "--out", OUT], "shape"),
     "decode-no-channel-axis": (["decode", "{gt}", "--out", OUT], "channel axis"),

@@ -17,12 +17,14 @@ import zarr
 from distributed import Client
 
 from em_chunks.api.decode import decode_params
+from em_chunks.api.decoder_choice import choose_decoder
 from em_chunks.api.run import completed, computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.inference import InferenceOptions, sliding_window
 from em_chunks.config.predict import DEMO_SENTINEL, PredictConfig
 from em_chunks.engine.cluster import gpu_workers
 from em_chunks.engine.decode import check_labels, run_decode
+from em_chunks.engine.log import say
 from em_chunks.engine.predict import InferenceSpec, submit_inference
 from em_chunks.engine.preview import write_preview
 from em_chunks.engine.cleanup import remove_intermediates
@@ -94,7 +96,7 @@ def predict(
         raise InputError("predict: --out is required")
     if str(input).lower().endswith(".txt"):
         return _predict_singly(Path(input), Path(checkpoint), out, cfg, wf, scheduler=scheduler, workers=workers,
-                               client=client, progress=progress)
+                               client=client, progress=progress, workflow=workflow, overrides=overrides)
     raw = Source.open(input)
     if len(raw.shape) != 3:
         raise InputError(f"{raw.path}: the model takes a (Z, Y, X) image volume, got shape {raw.shape}")
@@ -113,13 +115,15 @@ def predict(
     align = storage_aligned(shape, pieces)
     grid = ChunkGrid(shape, pieces, align=align)
     spec = inference_spec(cfg, Path(checkpoint), info, shape)  # validates the window grid before anything is written
+    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint)
+    wf = wf.model_copy(update={"decode": decoder})
     params = decode_params(wf.decode)
     out = Path(out)
     resolved = {
         "input": str(Path(input).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": _sha256(Path(checkpoint)), "labels": str(Path(labels).resolve()) if labels else None,
         "chunks": list(pieces), "predict": cfg.model_dump(mode="json", exclude={"input", "labels", "checkpoint", "chunks"}),
-        "decode": wf.decode.model_dump(mode="json"), "window": list(spec.sw.window),
+        "decode": wf.decode.model_dump(mode="json"), "decoder_source": used["source"], "window": list(spec.sw.window),
         "output": wf.output.model_dump(mode="json"),
     }
     done = completed("predict", out, resolved)
@@ -127,6 +131,7 @@ def predict(
         return done
     with computing_run("predict", out, resolved, scheduler=scheduler, workers=workers, client=client,
                        voxels=int(np.prod(shape))) as run:
+        say(used["line"])
         root = open_root(out)
         check_alignment(shape, align, [c.core for c in grid])
         opts = spec.options
@@ -159,7 +164,8 @@ def predict(
 
 
 def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConfig, wf: Workflow, *,
-                    scheduler: Optional[str], workers: int, client: Optional[Client], progress: bool) -> dict[str, Any]:
+                    scheduler: Optional[str], workers: int, client: Optional[Client], progress: bool,
+                    workflow: Any = None, overrides: Optional[list[str]] = None) -> dict[str, Any]:
     """PyTC ``DO_SINGLY``: 2D images listed in a text file, each predicted, decoded and saved on its own."""
     from em_chunks.engine.singly import read_list, run_singly
     from em_chunks.learn.checkpoint import load_checkpoint
@@ -170,12 +176,16 @@ def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConf
         raise InputError(f"{checkpoint}: the model expects {model.in_channels} input channels, the images have 1")
     info = {**info, "model_config": {**(info.get("model_config") or {}), "out_channels": model.out_channels, "dims": model.dims}}
     spec = inference_spec(cfg, checkpoint, info, (1, 1, 1))
+    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint)
+    wf = wf.model_copy(update={"decode": decoder})
     params = decode_params(wf.decode)
     resolved = {"input": str(listing.resolve()), "images": [str(p) for p in images], "checkpoint": str(checkpoint.resolve()),
-                "checkpoint_sha256": _sha256(checkpoint), "predict": cfg.model_dump(mode="json"), "decode": wf.decode.model_dump(mode="json")}
+                "checkpoint_sha256": _sha256(checkpoint), "predict": cfg.model_dump(mode="json"), "decode": wf.decode.model_dump(mode="json"),
+                "decoder_source": used["source"]}
     done = completed("predict-singly", out, resolved)
     if done is not None:
         return done
     with computing_run("predict-singly", out, resolved, scheduler=scheduler, workers=workers, client=client) as run:
+        say(used["line"])
         run.metrics = run_singly(run.client, images, out, spec, params, record=run.record, progress=progress)
     return run.metrics

@@ -81,4 +81,12 @@ def training_summary(metrics: dict, out: Path) -> str:
         parts.append(f"best.pt = iteration {best['iteration']} ({best['score_is']} {best['score']:.4f})")
     if metrics.get("iterations_per_s"):
         parts.append(f"{metrics['iterations_per_s']:.2f} it/s, loader wait {100 * metrics.get('loader_wait_fraction', 0):.0f}%")
+    if metrics.get("elapsed_s") is not None:
+        parts.append(f"training took {metrics['elapsed_s'] / 60:.1f} min")
+    tuned = metrics.get("tuned_decoder")
+    if tuned:
+        d, s = tuned["decode"], tuned["scores"]
+        parts.append(f"decoder in best.pt (predict uses it): {d['merge_function']} at threshold {d['thresholds'][0]:g}, "
+                     f"validation adapted Rand {s['adapted_rand_error']:.4f} (search took "
+                     f"{metrics.get('decoder_search_s', 0) / 60:.1f} min)")
     return "; ".join(parts) + f"; checkpoints in {out} (best.pt, last.pt)"

@@ -6,7 +6,9 @@ A checkpoint is a plain dict of tensors and JSON-like values (no pickled classes
 ``format`` ("emchunks-checkpoint"), ``format_version``, ``architecture`` (registry name), ``model_config``
 (keyword arguments of :func:`build_model`), ``state_dict``, ``train_config`` (plain dict), ``iteration``,
 ``optimizer`` / ``scheduler`` / ``scaler`` state (or ``None``), ``metrics`` (plain dict), ``offsets``
-(the affinity offsets the output channels mean).
+(the affinity offsets the output channels mean), and in ``best.pt`` after training with validation data
+``decoder``: the decode settings that scored best on the validation region, their scores and that
+region (:func:`write_decoder`; ``predict`` uses it when no ``--config`` decode section is given).
 """
 
 from __future__ import annotations
@@ -83,6 +85,38 @@ def save_checkpoint(
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def write_decoder(path: str | Path, decoder: Mapping[str, Any]) -> Path:
+    """Store the tuned ``decoder`` (plain data: ``decode``, ``scores``, ``validation``) in the checkpoint
+    at ``path``, rewritten atomically; the weights are untouched."""
+    state = read_checkpoint(path)
+    state["decoder"] = plain(decoder)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def stored_decoder(info: Mapping[str, Any], path: str | Path) -> dict[str, Any] | None:
+    """The checkpoint's tuned decoder (``None``: it has none), its ``decode`` settings checked against
+    the decode config; a malformed entry is refused in one line naming the file."""
+    from pydantic import ValidationError
+
+    from em_chunks.config.decode import DecodeConfig
+
+    entry = info.get("decoder")
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("decode"), Mapping):
+        raise InputError(f"{path}: the checkpoint's 'decoder' entry is not a mapping with a 'decode' section")
+    try:
+        DecodeConfig(**entry["decode"])
+    except (ValidationError, TypeError) as err:
+        first = str(err).splitlines()[-1].strip() if isinstance(err, TypeError) else err.errors()[0]["msg"]
+        raise InputError(f"{path}: the checkpoint's tuned decoder is not valid: {first}") from None
+    return dict(entry)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

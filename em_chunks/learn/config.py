@@ -58,9 +58,53 @@ class RejectionSection(FrozenModel):
     min_valid_ratio: float = Field(0.5, ge=0, le=1)
 
 
+class ValidationSplit(FrozenModel):
+    """Hold out the last ``fraction`` of every training volume (or its roi) along ``axis`` for validation:
+    those voxels are never read for a training batch (the training chunks and their context end before
+    them). CREMI/SNEMI practice: the last sections (``axis: z``) are the validation set."""
+
+    fraction: float = Field(0.0, ge=0, lt=1)
+    axis: Literal["z", "y", "x"] = "z"
+
+
+class DecoderSearchSection(FrozenModel):
+    """The decoder search at the end of training: the kept checkpoints' affinities on the validation
+    region, decoded with every merge function x threshold x aff_threshold and scored exactly (adapted
+    Rand, VOI) against its labels; the winner is stored in ``best.pt`` and used by ``predict``."""
+
+    enabled: bool = True
+    #: "kept": every kept checkpoint (``keep_best``), best.pt becomes the one decoding best; "best": only best.pt
+    checkpoints: Literal["kept", "best"] = "kept"
+    merge_functions: tuple[str, ...] = ("aff85_his256", "aff75_his256", "aff50_his256", "aff25_his256",
+                                        "aff15_his256", "mean")
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+    aff_thresholds: tuple[tuple[float, float], ...] = ((0.1, 0.999), (0.3, 0.999), (0.01, 0.999))
+    #: pieces per axis for the validation region's inference and decoding
+    chunks: Triple = (1, 1, 1)
+
+    @field_validator("merge_functions")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from em_chunks.config.decode import DecodeConfig
+
+        for mf in v:
+            DecodeConfig(merge_function=mf)  # type: ignore[arg-type]
+        if not v:
+            raise ValueError("at least one merge function is needed")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _unit(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not 0 <= t <= 1 for t in v):
+            raise ValueError("thresholds: one or more values in [0, 1]")
+        return v
+
+
 class DataSection(FrozenModel):
     volumes: list[VolumeSection] = Field(default_factory=list)
     validation: list[VolumeSection] = Field(default_factory=list)
+    validation_split: ValidationSplit = ValidationSplit()
     #: the model's input/output patch (z, y, x); for dims=2 the z size must be 1
     patch: Triple = (32, 128, 128)
     batch_size: int = Field(1, ge=1)
@@ -137,8 +181,10 @@ class TrainConfig(FrozenModel):
     augment: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"flip": {"p": 1.0}, "grayscale": {"p": 0.5}})
     loss: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="weighted_bce")])
     optimizer: OptimizerSection = OptimizerSection()
-    #: wall-clock budget: the cosine decays over whichever of iterations and time runs out first, and
-    #: training stops when the time is up (so a "quick" recipe ends in time on any machine)
+    #: decoder search on the validation region after training (needs validation data)
+    decoder_search: DecoderSearchSection = DecoderSearchSection()
+    #: optional wall-clock cap (a recipe is defined by ``iterations``): the cosine decays over whichever of
+    #: iterations and time runs out first, and training stops when the time is up
     time_limit_minutes: Optional[float] = Field(None, gt=0)
     #: stochastic weight averaging from this iteration on (None = off); written as swa.pt
     swa_start: Optional[int] = Field(None, ge=0)

@@ -15,7 +15,7 @@ from em_chunks.errors import InputError
 #: files a training run writes into its folder (checkpoint-*.pt besides); the log is ``train.log``
 LOG = "train.log"
 RUN_FILES = ("last.pt", "best.pt", "swa.pt", "metrics.json", "run.json", LOG)
-RUN_DIRS = ("tensorboard",)
+RUN_DIRS = ("tensorboard", "validation")
 
 
 def log_path(out: Path) -> Path:

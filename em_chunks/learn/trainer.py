@@ -13,34 +13,21 @@ import json
 import math
 import os
 import shutil
-import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
-from em_chunks.errors import InputError, Interrupted
-from em_chunks.geometry import Box
-from em_chunks.learn.checkpoint import read_checkpoint, save_checkpoint
-from em_chunks.learn.config import TrainConfig, VolumeSection
-from em_chunks.learn.distributed import barrier, device_for, init_from_env, wrap
-from em_chunks.learn.data import BatchSpec, BatchStream, Rejection, local_batches, training_volume
-from em_chunks.learn.losses import CombinedLoss
+from em_chunks.errors import InputError
+from em_chunks.learn.config import TrainConfig
+from em_chunks.learn.distributed import barrier, init_from_env
+from em_chunks.learn.data import BatchSpec, Rejection
 from em_chunks.learn.models import build_model
-from em_chunks.learn.schedule import lr_factor
+from em_chunks.learn.validation import resolve_volumes, split_volumes
 
-
-def resolve_volumes(sections: list[VolumeSection]):
-    """TrainingVolume objects (shapes checked) from config sections."""
-    out = []
-    for v in sections:
-        roi = None
-        if getattr(v, "roi", None) is not None:
-            roi = Box.from_bounds(v.roi[0], v.roi[1])
-        out.append(training_volume(v.image, v.label, v.valid_mask, v.weight, roi))
-    return out
+__all__ = ["resolve_volumes", "split_volumes", "train"]
 
 
 def chunk_bytes(config: TrainConfig, volumes: list) -> int:
@@ -212,215 +199,56 @@ def train(
     ``progress``: a live bar on a terminal; periodic lines go to ``log`` without one, to ``quiet_log``
     (e.g. a log file only) with one.
     """
-    from em_chunks.learn.progress import LossEMA, TrainProgress
-    from em_chunks.learn.run_dir import check_train_out, clear_run
+    from em_chunks.learn.loop import TrainingRun
+    from em_chunks.learn.progress import TrainProgress
     from em_chunks.settings import progress_period
 
     out = Path(out_dir)
-    total = int(iterations or config.iterations)
+    volumes, val_volumes = _checked(config, out, resume, overwrite, check_out)
+    torch.manual_seed(config.seed)
+    rank = init_from_env()
+    _claim_out(out, rank, check_out and overwrite)
+    run = TrainingRun(config, out, int(iterations or config.iterations), rank, log)
+    if resume and not run.resume():
+        return run.saved_metrics()
+    run.prepare(client, volumes, val_volumes)
+    main = rank.main
+    bar = TrainProgress(run.total, run.start, bar=progress and main, log=log if main else (lambda m: None),
+                        quiet_log=quiet_log if main else None, period=progress_period())
+    try:
+        run.loop(bar)
+    except KeyboardInterrupt:
+        raise run.interrupted(bar) from None
+    finally:
+        bar.close()
+        run.close()
+    final = run.final()
+    barrier(rank)
+    return {**run.metrics, **final}
+
+
+def _checked(config: TrainConfig, out: Path, resume: bool, overwrite: bool, check_out: bool) -> tuple[list, list]:
+    """(training, validation) volumes; refused in one line: no volume, a folder holding another run
+    (unless the caller checked it), volumes that do not fit, a rule no batch can pass."""
+    from em_chunks.learn.run_dir import check_train_out
+
     if not config.data.volumes:
         raise InputError("train.data.volumes: no training volume given (pass TILES_JSON or list volumes in the config)")
     if check_out:
         check_train_out(out, resume, overwrite)
-    volumes = resolve_volumes(config.data.volumes)
-    val_volumes = resolve_volumes(config.data.validation)
+    volumes, val_volumes = split_volumes(config)
     check_batches(config, volumes)
-    torch.manual_seed(config.seed)
-    rank = init_from_env()
-    if check_out and overwrite and rank.main:
+    return volumes, val_volumes
+
+
+def _claim_out(out: Path, rank: Any, clear: bool) -> None:
+    """Rank 0 removes an earlier run (``--overwrite``) once every rank has checked the folder."""
+    from em_chunks.learn.run_dir import clear_run
+
+    if clear and rank.main:
         clear_run(out)
     barrier(rank)  # every rank has checked the folder before rank 0 writes into it
     out.mkdir(parents=True, exist_ok=True)
-    device = device_for(rank, pick_device(config.device))
-    cuda = device.type == "cuda"
-    model = make_model(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay,
-                            betas=config.optimizer.betas)
-    metrics: dict[str, Any] = {"loss": [], "lr": [], "validation": [], "checkpoints": []}
-    start = 0
-    if resume:
-        last = out / "last.pt"
-        state = read_checkpoint(last, map_location=device)
-        if state["architecture"] != model.architecture:
-            raise InputError(f"{last}: made with architecture {state['architecture']!r}, the config says {model.architecture!r}")
-        model.load_state_dict(state["state_dict"])
-        if state.get("optimizer"):
-            opt.load_state_dict(state["optimizer"])
-        start = int(state["iteration"])
-        metrics.update({k: v for k, v in (state.get("metrics") or {}).items() if k in metrics})
-        if start >= total:
-            log(f"{out}: already trained to iteration {start} of {total}; nothing to do "
-                f"(pass a larger --iterations to train on)")
-            saved = out / "metrics.json"
-            return json.loads(saved.read_text()) if saved.is_file() else {**metrics, "iterations": start}
-        log(f"resumed from {last} at iteration {start}")
-    warmup = config.optimizer.warmup if config.optimizer.scheduler != "constant" else 0
-    if total < warmup:
-        log(f"warning: {total} iterations is fewer than the learning-rate warmup (train.optimizer.warmup={warmup}): "
-            f"the rate never reaches train.optimizer.lr={config.optimizer.lr:g}; lower the warmup or train longer")
-    every = checkpoint_interval(config, total)
-    ckpts = Checkpoints(out, config.keep_best, metrics.get("checkpoints"))
-    use_amp = cuda and config.amp
-    amp_ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
-    step_model = wrap(model, rank, device)  # DDP under torchrun, else the model itself
-    step_model = torch.compile(step_model) if (cuda and config.compile) else step_model
-    swa = None
-    if config.swa_start is not None:
-        from torch.optim.swa_utils import AveragedModel
-
-        # averages buffers too (BatchNorm statistics), so swa.pt is usable as it is
-        swa = AveragedModel(model, use_buffers=True)
-    loss_fn = CombinedLoss(config.loss)
-    spec = batch_spec(config)
-    pieces = tuple(config.data.chunks)
-    # a resumed run continues with fresh samples rather than replaying the first ones
-    seed = config.seed + 1000003 * start + 7919 * rank.rank  # ranks draw different samples
-    if client is not None:
-        stream = BatchStream(client, volumes, spec, pieces, config.data.chunk_iter, seed, config.data.window)
-        batches: Iterator = iter(stream)
-    else:
-        stream = None
-        batches = local_batches(volumes, spec, pieces, config.data.chunk_iter, seed)
-    val_batches = []
-    if val_volumes:
-        # one fixed, un-augmented batch per chunk: spread over the validation volumes, memory bounded by a chunk
-        gen = local_batches(val_volumes, batch_spec(config, augment=False), pieces, config.data.batch_size, seed=12345)
-        val_batches = [next(gen) for _ in range(config.data.validation_batches)]
-    writer = _tensorboard(out) if rank.main else None
-    train_config = config.model_dump(mode="json")
-    offsets = [list(o) for o in config.data.offsets]
-    ema = LossEMA()
-    for _, value in metrics["loss"][-50:]:  # a resumed run's average starts where it left off
-        ema.update(value)
-    score_name = SCORE_VALIDATION if val_batches else SCORE_TRAIN
-
-    def save(iteration: int) -> None:
-        if not rank.main:  # one writer: rank 0 (all ranks hold the same weights under DDP)
-            return
-        if any(r["iteration"] == iteration for r in ckpts.records):
-            return  # this iteration is saved already (e.g. Ctrl-C right after a checkpoint)
-        previous = max((r["iteration"] for r in ckpts.records), default=-1)
-        recent = [l for i, l in metrics["loss"] if i > previous] or [math.nan]
-        score = metrics["validation"][-1][1] if metrics["validation"] else float(np.mean(recent[-50:]))
-        kwargs = dict(train_config=train_config, iteration=iteration, optimizer=opt, offsets=offsets)
-        path = save_checkpoint(out / f"checkpoint-{iteration:07d}.pt", model, metrics={"score": score, "score_is": score_name},
-                               **kwargs)
-        ckpts.add(path, iteration, score)
-        metrics["checkpoints"] = ckpts.records
-        save_checkpoint(out / "last.pt", model, metrics=metrics, **kwargs)
-        if swa is not None and int(swa.n_averaged) > 0:
-            save_checkpoint(out / "swa.pt", swa.module, metrics={"averaged": int(swa.n_averaged)}, **kwargs)
-        write_metrics(out, metrics, summary(iteration))
-
-    t0 = time.perf_counter()
-    wait = 0.0
-    reached = start  # the last finished iteration
-    steps = 0
-    stopped_by = "iterations"
-    extra: dict[str, Any] = {"device": str(device), "amp": use_amp, "compiled": bool(cuda and config.compile),
-                             "iterations_planned": total, "checkpoint_every": every, "batch_size": spec.batch_size,
-                             "patch": list(spec.out_shape), "score_is": score_name}
-
-    def summary(iteration: int) -> dict[str, Any]:
-        """Throughput and the named losses at ``iteration`` (what metrics.json and the CLI report)."""
-        elapsed = time.perf_counter() - t0
-        best = ckpts.records[0] if ckpts.records else None
-        return {**extra, "iterations": iteration, "iterations_this_run": steps, "stopped_by": stopped_by,
-                "iterations_per_s": steps / elapsed if elapsed else 0.0,
-                "samples_per_s": steps * spec.batch_size / elapsed if elapsed else 0.0,
-                "loader_wait_fraction": wait / elapsed if elapsed else 0.0, "elapsed_s": elapsed,
-                "train_loss_ema": ema.get(),
-                "validation_loss": metrics["validation"][-1][1] if metrics["validation"] else None,
-                "best_checkpoint": {"iteration": best["iteration"], "score": best["score"], "score_is": score_name}
-                if best else None}
-
-    bar = TrainProgress(total, start, bar=progress and rank.main, log=log if rank.main else (lambda m: None),
-                        quiet_log=quiet_log if rank.main else None, period=progress_period())
-    model.train()
-    limit = 60.0 * config.time_limit_minutes if config.time_limit_minutes else None
-    minutes = 60.0 * config.checkpoint_minutes if config.checkpoint_minutes else None
-    last_save = time.perf_counter()
-    try:
-        for it in range(start, total):
-            tw = time.perf_counter()
-            batch = next(batches)
-            wait += time.perf_counter() - tw
-            x, y, m = to_device(batch, device)
-            progress_t = (time.perf_counter() - t0) / limit if limit else None
-            factor = lr_factor(it, total, config.optimizer.scheduler, config.optimizer.warmup,
-                               config.optimizer.min_lr_ratio, config.optimizer.restart_period, config.optimizer.restart_mult,
-                               progress_t)
-            for g in opt.param_groups:
-                g["lr"] = config.optimizer.lr * factor
-            with amp_ctx():
-                logits = step_model(x)
-            loss, parts = loss_fn(logits, y, m, it)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.optimizer.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-            opt.step()
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise InputError(f"train: the loss became {value} at iteration {it + 1}; lower train.optimizer.lr "
-                                 f"(now {config.optimizer.lr:g}) or check the labels")
-            steps += 1
-            reached = it + 1
-            if swa is not None and it + 1 > config.swa_start:
-                swa.update_parameters(model)
-            metrics["loss"].append([it + 1, value])
-            ema.update(value)
-            if (it + 1) % config.log_every == 0 or it + 1 == total:
-                metrics["lr"].append([it + 1, config.optimizer.lr * factor])
-                if writer:
-                    writer.add_scalar("loss/train", value, it + 1)
-                    writer.add_scalar("loss/train_ema", ema.get(), it + 1)
-                    for k, v in parts.items():
-                        writer.add_scalar(f"loss/{k}", v, it + 1)
-                    writer.add_scalar("lr", config.optimizer.lr * factor, it + 1)
-                    _preview(writer, x, y, logits, it + 1)
-            if val_batches and config.validate_every and ((it + 1) % config.validate_every == 0 or it + 1 == total):
-                v = evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)
-                metrics["validation"].append([it + 1, v])
-                if writer:
-                    writer.add_scalar("loss/validation", v, it + 1)
-            bar.update(it + 1, ema.get(), config.optimizer.lr * factor)
-            now = time.perf_counter()
-            out_of_time = bool(limit) and now - t0 >= limit
-            if out_of_time:
-                stopped_by = "time_limit"
-            if (it + 1) % every == 0 or it + 1 == total or out_of_time or (minutes and now - last_save >= minutes):
-                if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == it + 1):
-                    metrics["validation"].append([it + 1, evaluate_loss(model, val_batches, device, loss_fn, it, amp_ctx)])
-                save(it + 1)
-                last_save = time.perf_counter()
-            if out_of_time:
-                log(f"time limit of {config.time_limit_minutes:g} min reached at iteration {it + 1} of {total}; "
-                    f"checkpoint saved ({out / 'last.pt'})")
-                break
-    except KeyboardInterrupt:
-        stopped_by = "interrupt"
-        bar.close()
-        with _no_interrupts():
-            if reached > start:
-                if val_batches and not (metrics["validation"] and metrics["validation"][-1][0] == reached):
-                    metrics["validation"].append([reached, evaluate_loss(model, val_batches, device, loss_fn, reached, amp_ctx)])
-                save(reached)
-            _close(writer, batches)
-        saved = f"checkpoint saved ({out / 'last.pt'})" if reached > start else "no new iteration to save"
-        raise Interrupted(f"interrupted at iteration {reached} of {total}; {saved}; "
-                          f"the same command with --resume continues from it") from None
-    finally:
-        bar.close()
-        _close(writer, batches)
-    final = summary(reached)
-    if stream is not None:
-        final["loader"] = dict(stream.stats)
-    final["world_size"] = rank.world
-    if rank.main:
-        write_metrics(out, metrics, final)
-    barrier(rank)
-    return {**metrics, **final}
 
 
 def _close(writer: Any, batches: Any) -> None:
