@@ -170,6 +170,31 @@ def synthetic_affinities(
     return affs
 
 
+
+def voronoi_labels(shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
+    """Voronoi cells of ``n`` random seeds (ids 1..n, no membrane): the simplest volume whose every
+    chunking cuts objects, for the decode kernels' oracle tests."""
+    shape = _check_shape(shape)
+    rng = np.random.default_rng(seed)
+    pts = rng.integers(0, shape, size=(n, 3))
+    mark = np.zeros(shape, np.int64)
+    mark[tuple(pts.T)] = np.arange(1, n + 1)
+    _, idx = ndimage.distance_transform_edt(mark == 0, return_indices=True)
+    return mark[tuple(idx)]
+
+
+def with_membranes(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with a one-voxel membrane (0) where a voxel's lower neighbour on some axis has
+    another label (real label volumes, e.g. fib_medulla_250, assign boundaries to bodies)."""
+    labels = np.asarray(labels)
+    bnd = np.zeros(labels.shape, bool)
+    for axis in range(labels.ndim):
+        here = [slice(None)] * labels.ndim
+        below = [slice(None)] * labels.ndim
+        here[axis], below[axis] = slice(1, None), slice(None, -1)
+        bnd[tuple(here)] |= labels[tuple(here)] != labels[tuple(below)]
+    return np.where(bnd, 0, labels)
+
 def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     dims = tuple(int(s) for s in shape)
     if len(dims) != 3 or min(dims) < 1:

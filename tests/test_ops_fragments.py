@@ -5,7 +5,7 @@ import pytest
 import waterz
 
 from em_chunks.geometry import Box, ChunkGrid
-from em_chunks.ops.decode_reference import fragments_volume, read_padded
+from em_chunks.ops.decode_reference import fragments_volume, zero_padded_crop
 from em_chunks.ops.fragments import fragment_chunk, link_chunk, resolve_fragments
 from em_chunks.ops.ids import chunk_of
 from em_chunks.ops.metrics import contingency, scores
@@ -114,7 +114,7 @@ def test_stage_a_summary_and_link_contract():
     params = DecodeParams()
     grid = ChunkGrid(shape, (2, 1, 2), 1)
     ch = grid.chunk((1, 0, 1))
-    labels, summary = fragment_chunk(read_padded(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
+    labels, summary = fragment_chunk(zero_padded_crop(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
     assert labels.shape == ch.core.shape and labels.dtype == np.uint64
     assert np.array_equal(np.unique(labels[labels > 0]), summary.ids)
     assert (chunk_of(summary.ids) == ch.id).all()
@@ -128,10 +128,10 @@ def test_stage_a_summary_and_link_contract():
     full = np.zeros(shape, np.uint64)
     sums = []
     for c in grid:
-        lab, s = fragment_chunk(read_padded(affs, c.context, 1), c.core, c.context, c.id, params, shape)
+        lab, s = fragment_chunk(zero_padded_crop(affs, c.context, 1), c.core, c.context, c.id, params, shape)
         full[c.core.slices()] = lab
         sums.append(s)
-    links = link_chunk(read_padded(affs, ch.context, 1), read_padded(full, ch.context), ch.core, ch.context, params, shape)
+    links = link_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(full, ch.context), ch.core, ch.context, params, shape)
     assert links.shape[1] == 2 and len(links) > 0
     assert (chunk_of(links[:, 0]) == ch.id).all() and (chunk_of(links[:, 1]) != ch.id).all()
     table = resolve_fragments(sums, [links])

@@ -8,7 +8,8 @@ from em_chunks.geometry.octree import Octree
 from em_chunks.ops.decode_reference import decode_volume, decode_volume_octree, fragments_volume
 from em_chunks.ops.octree_fragments import leaf_join_message, run_joins
 from em_chunks.ops.params import DecodeParams
-from test_ops_synth import affinities_from_labels, fib_crop, noisy, synthetic, voronoi_labels, with_boundaries
+from em_chunks.synthetic import voronoi_labels, with_membranes
+from test_ops_synth import fib_crop, noisy_affinities, synthetic
 
 GRIDS = [(2, 4, 4), (3, 2, 5), (1, 1, 3)]
 THS = (0.3, 0.5, 0.7)
@@ -41,13 +42,13 @@ def test_the_join_finds_the_canonical_fragments_of_the_client_join(pieces):
     params = DecodeParams()
     grid = ChunkGrid(affs.shape[1:], pieces, 1)
     labels, table = fragments_volume(affs, grid, params)
-    from em_chunks.ops.decode_reference import read_padded
+    from em_chunks.ops.decode_reference import zero_padded_crop
     from em_chunks.ops.fragments import fragment_chunk, link_chunk
 
     leaves = {}
     for ch in grid:
-        _, s = fragment_chunk(read_padded(affs, ch.context, 1), ch.core, ch.context, ch.id, params, affs.shape[1:])
-        links = link_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core, ch.context,
+        _, s = fragment_chunk(zero_padded_crop(affs, ch.context, 1), ch.core, ch.context, ch.id, params, affs.shape[1:])
+        links = link_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(labels, ch.context), ch.core, ch.context,
                            params, affs.shape[1:])
         leaves[ch.id] = leaf_join_message(s.ids, s.sizes, s.keys, s.faces, links)
     infos = run_joins(Octree(grid), leaves)
@@ -113,8 +114,8 @@ def test_an_object_spanning_every_chunk():
     cells = voronoi_labels(shape, 60, seed=11) + 1
     zz, yy, xx = np.indices(shape)
     tube = ((yy - 20) ** 2 + (xx - 20) ** 2 < 64) | ((yy - 20) ** 2 + (zz - 12) ** 2 < 49)
-    labels = with_boundaries(np.where(tube, 1, cells).astype(np.uint64))
-    affs = noisy(affinities_from_labels(labels), 0.1, 0.7, 5)
+    labels = with_membranes(np.where(tube, 1, cells).astype(np.uint64))
+    affs = noisy_affinities(labels, 0.1, 0.7, 5)
     grid = (3, 4, 4)
     ref = _assert_octree_equals_reference(affs, DecodeParams(thresholds=THS, dust_merge_size=20), grids=[grid])
     seg = ref[1]

@@ -74,7 +74,7 @@ def test_merged_chunk_graphs_are_bit_identical_to_the_whole_volume_graph(pieces)
 
 
 def test_stage_c_with_canonical_ids_or_with_labels_and_a_lookup_agree():
-    from em_chunks.ops.decode_reference import read_padded
+    from em_chunks.ops.decode_reference import zero_padded_crop
     from em_chunks.ops.region_graph import region_graph_chunk, stage_c_chunks
 
     _, affs = synthetic(shape=(12, 20, 18), noise=0.1, seed=12)
@@ -84,10 +84,10 @@ def test_stage_c_with_canonical_ids_or_with_labels_and_a_lookup_agree():
     canon = table.canonical_lookup()(labels)
     ch = grid.chunk((1, 1, 2))
     assert len(stage_c_chunks(grid, ch)) == 4
-    a_ctx = read_padded(affs, ch.context, 1)
-    direct = region_graph_chunk(a_ctx, read_padded(canon, ch.context), ch.core, ch.context, params)
+    a_ctx = zero_padded_crop(affs, ch.context, 1)
+    direct = region_graph_chunk(a_ctx, zero_padded_crop(canon, ch.context), ch.core, ch.context, params)
     lookup = table.canonical_lookup(stage_c_chunks(grid, ch))  # the chunk and its 3 predecessors only
-    via = region_graph_chunk(a_ctx, read_padded(labels, ch.context), ch.core, ch.context, params, lookup=lookup)
+    via = region_graph_chunk(a_ctx, zero_padded_crop(labels, ch.context), ch.core, ch.context, params, lookup=lookup)
     assert len(direct) > 0
     for name in ("u", "v", "max_bin", "count", "aff_sum"):
         assert np.array_equal(getattr(direct, name), getattr(via, name))

@@ -21,10 +21,11 @@ from em_chunks.learn.data import BatchStream, local_batches
 from em_chunks.learn.distributed import device_for, wrap
 from em_chunks.learn.losses import CombinedLoss
 from em_chunks.learn.progress import LossEMA
+from em_chunks.learn.device import pick_device
 from em_chunks.learn.schedule import lr_factor
 from em_chunks.learn.trainer import (SCORE_TRAIN, SCORE_VALIDATION, Checkpoints, _close, _no_interrupts, _preview,
                                      _tensorboard, batch_spec, checkpoint_interval, evaluate_loss, make_model,
-                                     pick_device, to_device, write_metrics)
+                                     to_device, write_metrics)
 
 
 class TrainingRun:

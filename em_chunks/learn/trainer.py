@@ -88,12 +88,6 @@ def make_model(config: TrainConfig) -> torch.nn.Module:
     return model
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def to_device(batch: dict[str, np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Numpy batch -> float tensors on ``device`` (pinned + non-blocking copies on CUDA)."""
     out = []

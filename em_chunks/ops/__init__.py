@@ -1,7 +1,7 @@
 """Pure per-chunk kernels (numpy in, numpy out): decoding and evaluation. No dask, zarr or pydantic."""
 
 from em_chunks.ops.agglomerate import agglomerate
-from em_chunks.ops.decode_reference import decode_volume, read_padded
+from em_chunks.ops.decode_reference import decode_volume, zero_padded_crop
 from em_chunks.ops.exact_sum import ExactSum
 from em_chunks.ops.fragments import (
     FragmentSummary,
@@ -27,6 +27,6 @@ __all__ = [
     "MERGE_FUNCTIONS", "Contingency", "DecodeParams", "EdgeHistograms", "ExactSum", "FragmentSummary",
     "FragmentTable", "MetricSums",
     "IdLookup", "agglomerate", "aggregate_contingency", "contingency", "decode_volume", "fragment_chunk",
-    "link_chunk", "merge_contingency", "merge_histograms", "pack_ids", "parse_merge_function", "read_padded",
+    "link_chunk", "merge_contingency", "merge_histograms", "pack_ids", "parse_merge_function", "zero_padded_crop",
     "region_graph_chunk", "relabel_chunk", "resolve_fragments", "score_agglomerations", "scores", "stage_c_chunks",
 ]

@@ -30,7 +30,7 @@ from em_chunks.ops.region_graph import EdgeHistograms, merge_histograms, region_
 CONTEXT_GROW = 1
 
 
-def read_padded(volume: np.ndarray, box: Box, leading: int = 0) -> np.ndarray:
+def zero_padded_crop(volume: np.ndarray, box: Box, leading: int = 0) -> np.ndarray:
     """``volume[box]`` with zeros where ``box`` leaves the volume (the last 3 axes are spatial)."""
     spatial = volume.shape[leading:]
     inner = box.intersect(Box.from_shape(spatial))
@@ -47,11 +47,11 @@ def fragments_volume(affs: np.ndarray, grid: ChunkGrid, params: DecodeParams):
     labels = np.zeros(shape, np.uint64)
     summaries = []
     for ch in grid:
-        lab, summary = fragment_chunk(read_padded(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
+        lab, summary = fragment_chunk(zero_padded_crop(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
         labels[ch.core.slices()] = lab
         summaries.append(summary)
     links = [
-        link_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core, ch.context, params, shape)
+        link_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(labels, ch.context), ch.core, ch.context, params, shape)
         for ch in grid
     ]
     return labels, resolve_fragments(summaries, links)
@@ -65,7 +65,7 @@ def region_graph_volume(
     parts = []
     for ch in grid:
         lookup = table.canonical_lookup(stage_c_chunks(grid, ch))
-        parts.append(region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
+        parts.append(region_graph_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(labels, ch.context), ch.core,
                                          ch.context, params, full_histograms, lookup=lookup,
                                          volume_shape=affs.shape[1:]))
     return merge_histograms(parts)
@@ -114,12 +114,12 @@ def decode_volume_octree(
     labels = np.zeros(shape, np.uint64)
     summaries = {}
     for ch in grid:
-        lab, s = fragment_chunk(read_padded(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
+        lab, s = fragment_chunk(zero_padded_crop(affs, ch.context, 1), ch.core, ch.context, ch.id, params, shape)
         labels[ch.core.slices()] = lab
         summaries[ch.id] = s
     joins = {}
     for ch in grid:
-        links = link_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core, ch.context,
+        links = link_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(labels, ch.context), ch.core, ch.context,
                            params, shape)
         s = summaries[ch.id]
         joins[ch.id] = leaf_join_message(s.ids, s.sizes, s.keys, s.faces, links)
@@ -128,7 +128,7 @@ def decode_volume_octree(
     for ch in grid:
         near = stage_c_chunks(grid, ch)
         lookup, frags = catalog([summaries[c].ids for c in near], [infos[c] for c in near])
-        edges = region_graph_chunk(read_padded(affs, ch.context, 1), read_padded(labels, ch.context), ch.core,
+        edges = region_graph_chunk(zero_padded_crop(affs, ch.context, 1), zero_padded_crop(labels, ch.context), ch.core,
                                    ch.context, params, params.full_histograms, lookup=lookup, volume_shape=shape)
         own[ch.id] = IdLookup(summaries[ch.id].ids, infos[ch.id].canonical)
         edges_of[ch.id] = edges
