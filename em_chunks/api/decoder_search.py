@@ -20,23 +20,36 @@ import numpy as np
 import zarr
 
 from em_chunks.learn.data import TrainingVolume
-from em_chunks.learn.data.volumes import read_box
+from em_chunks.geometry import Box
+from em_chunks.learn.data.volumes import open_ref, read_box
 
 #: what ``best_checkpoint.score`` means once the search has chosen best.pt
 SCORE_TUNED = "validation adapted Rand error (tuned decoder)"
 WORK = "validation"
 
 
-def write_region(vol: TrainingVolume, work: Path) -> tuple[Path, Path]:
-    """The validation region's image and labels as zarr arrays in ``work`` (what predict and tune read)."""
+def _copy_slab(ref: Any, box: Box, target: str, z0: int) -> None:
+    """Worker task: one z-slab of ``box`` from ``ref`` into the zarr array ``target`` at z offset ``z0``."""
+    data = read_box(ref, box)
+    zarr.open_array(target, mode="r+")[z0:z0 + data.shape[0]] = data
+
+
+def write_region(vol: TrainingVolume, work: Path, client: Any, slab: int = 64) -> tuple[Path, Path]:
+    """The validation region's image and labels as zarr arrays in ``work`` (what predict and tune read),
+    copied slab by slab on the workers: the region (a fifth of a training volume) never passes
+    through this process. Slabs follow the storage chunks, so no two tasks write one chunk."""
     work.mkdir(parents=True, exist_ok=True)
-    paths = []
+    box, paths, tasks = vol.box, [], []
     for name, ref in (("image.zarr", vol.image), ("labels.zarr", vol.label)):
-        data = read_box(ref, vol.box)
-        arr = zarr.open_array(str(work / name), mode="w", shape=data.shape, dtype=data.dtype,
-                              chunks=tuple(min(64, s) for s in data.shape))
-        arr[...] = data
-        paths.append(work / name)
+        dtype = open_ref(ref).dtype
+        path = work / name
+        zarr.open_array(str(path), mode="w", shape=box.shape, dtype=dtype,
+                        chunks=tuple(min(slab, s) for s in box.shape))
+        for z in range(0, box.shape[0], slab):
+            part = Box((box.begin[0] + z,) + tuple(box.begin[1:]), (min(slab, box.shape[0] - z),) + tuple(box.shape[1:]))
+            tasks.append(client.submit(_copy_slab, ref, part, str(path), z, pure=False))
+        paths.append(path)
+    client.gather(tasks)
     return paths[0], paths[1]
 
 
@@ -104,7 +117,7 @@ def search_decoder(config: Any, out: Path, val_volumes: list[TrainingVolume], cl
     work = out / WORK
     shutil.rmtree(work, ignore_errors=True)  # a search interrupted before starts over
     log(f"decoder search on the validation region {vol.box} of {vol.image}")
-    image, labels = write_region(vol, work)
+    image, labels = write_region(vol, work, client)
     rows = []
     for path, iteration in candidates(config, out):
         row = score_checkpoint(path, image, labels, work, config, client)

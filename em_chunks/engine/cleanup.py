@@ -27,9 +27,9 @@ def intermediates(out: str | Path) -> list[Path]:
     return [p for p in paths if p.is_dir()]
 
 
-def size_of(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else \
-        (path.stat().st_size if path.exists() else 0)
+def size_of(folder: Path) -> int:
+    """Bytes of the files under ``folder``."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def _flag(out: str | Path) -> Path:
