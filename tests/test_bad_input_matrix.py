@@ -148,6 +148,7 @@ CASES = {
     # a training configuration that cannot yield a batch is refused before training
     "train-rejection-impossible": (["train", "{tiles}", "--out", OUT, "--set", "train.data.patch=[4,16,16]",
                                     "--set", "train.data.rejection.size_thres=5000", "--set", "train.data.rejection.p=1"], "size_thres"),
+    "train-negative-erosion": (["train", "{tiles}", "--out", OUT, "--set", "train.data.label_erosion=-1"], "label_erosion"),
     "train-resume-nothing": (["train", "{tiles}", "--out", OUT, "--resume"], "no last.pt"),
     "train-resume-and-overwrite": (["train", "{tiles}", "--out", OUT, "--resume", "--overwrite"], "choose one"),
 }

@@ -94,3 +94,16 @@ def test_patch_larger_than_volume_is_padded_and_marked_invalid(size):
     batch = make_batch(chunk, spec, seed=0)
     assert batch["target"].shape == (1, 1, 4, 8, 8)
     assert batch["mask"][0, 0, 2:].sum() == 0  # edges into padding are not judged
+
+
+def test_label_erosion_widens_the_cut_in_the_targets():
+    label = np.ones((2, 8, 8), np.uint32)
+    label[:, :, 4:] = 2
+    chunk = {"core": Box.from_shape(label.shape), "context": Box.from_shape(label.shape),
+             "arrays": {"image": np.zeros(label.shape, np.float32), "label": label}}
+    plain = make_batch(chunk, BatchSpec((2, 8, 8), 1, ((0, 0, 1),), {}, Rejection()), seed=0)["target"][0, 0]
+    wide = make_batch(chunk, BatchSpec((2, 8, 8), 1, ((0, 0, 1),), {}, Rejection(), label_erosion=(0, 0, 1)),
+                      seed=0)["target"][0, 0]
+    # x edge at v links v and v - 1: plain cuts only v = 4; widened (voxels 3 and 4 become 0) cuts v = 3, 4, 5
+    assert np.flatnonzero(plain[0, 0, 1:] == 0).tolist() == [3]
+    assert np.flatnonzero(wide[0, 0, 1:] == 0).tolist() == [2, 3, 4]

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from em_chunks.learn.targets import AFF3, AFF12, affinities, affinity_offsets, short_range_channels
+from em_chunks.learn.targets import AFF3, AFF12, affinities, affinity_offsets, short_range_channels, widen_boundaries
 
 
 def direct(label, offsets, valid=None):
@@ -55,3 +55,35 @@ def test_offsets_by_name_and_checks():
         affinity_offsets("aff7")
     with pytest.raises(ValueError):
         affinity_offsets([(0, 0, 0)])
+
+
+def widened_direct(label, radius):
+    """The definition, voxel by voxel: 0 where the box of ``radius`` around it (clipped) holds another label."""
+    out = label.copy()
+    for v in itertools.product(*(range(n) for n in label.shape)):
+        box = tuple(slice(max(0, c - r), c + r + 1) for c, r in zip(v, radius))
+        if (label[box] != label[v]).any():
+            out[v] = 0
+    return out
+
+
+@pytest.mark.parametrize("radius", [(1, 1, 1), (0, 1, 1), (0, 2, 1), (1, 0, 0)])
+def test_widen_boundaries_matches_definition(radius):
+    rng = np.random.default_rng(3)
+    label = np.repeat(rng.integers(1, 4, size=(4, 5, 6)), 2, axis=2).astype(np.uint64) * np.uint64(2**40)
+    label[0, 0, :3] = 0  # background grows like any other label
+    got = widen_boundaries(label, radius)
+    assert got.dtype == label.dtype
+    np.testing.assert_array_equal(got, widened_direct(label, radius))
+
+
+def test_widen_boundaries_makes_the_cut_thick_and_keeps_uniform_labels():
+    label = np.zeros((2, 3, 10), np.uint32)
+    label[..., :5], label[..., 5:] = 4, 9
+    got = widen_boundaries(label, (0, 0, 2))
+    assert (got[..., 3:7] == 0).all() and (got[..., :3] == 4).all() and (got[..., 7:] == 9).all()
+    aff, _ = affinities(got, AFF3)
+    assert int((aff[2] == 0).sum(axis=-1).min()) > int((affinities(label, AFF3)[0][2] == 0).sum(axis=-1).min())
+    one = np.full((3, 4, 4), 7, np.uint16)
+    np.testing.assert_array_equal(widen_boundaries(one, (1, 1, 1)), one)  # borders invent no boundary
+    np.testing.assert_array_equal(widen_boundaries(label, (0, 0, 0)), label)

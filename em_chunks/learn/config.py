@@ -115,6 +115,9 @@ class DataSection(FrozenModel):
     #: "aff3", "aff12", "aff2" or an explicit list of offsets
     target: Union[str, list[list[int]]] = "aff3"
     rejection: RejectionSection = RejectionSection()
+    #: widen label boundaries by this many voxels per side before the targets (PyTC LABEL_EROSION): an
+    #: int, or one per axis z, y, x (e.g. [0, 1, 1] for anisotropic sections); 0 keeps the labels
+    label_erosion: Union[int, Triple] = 0
     #: batch tasks in flight at most (backpressure bound)
     window: int = Field(6, ge=1)
     dims: Literal[2, 3] = 3
@@ -135,9 +138,18 @@ class DataSection(FrozenModel):
         offsets = affinity_offsets(self.target)
         if len(offsets[0]) != self.dims:
             raise ValueError(f"target {self.target!r} has {len(offsets[0])}-axis offsets but dims is {self.dims}")
+        radius = (self.label_erosion,) if isinstance(self.label_erosion, int) else self.label_erosion
+        if any(r < 0 for r in radius):
+            raise ValueError(f"label_erosion {self.label_erosion}: expected voxels >= 0")
         if self.dims == 2 and self.patch[0] != 1:
             raise ValueError(f"dims 2 trains on sections: patch z must be 1, got {self.patch}")
         return self
+
+    @property
+    def erosion_radius(self) -> tuple[int, int, int]:
+        """``label_erosion`` per axis; 2D training never erodes across sections."""
+        r = (self.label_erosion,) * 3 if isinstance(self.label_erosion, int) else tuple(self.label_erosion)
+        return (0, r[1], r[2]) if self.dims == 2 else r  # type: ignore[return-value]
 
     @property
     def offsets(self) -> list[tuple[int, ...]]:

@@ -72,7 +72,7 @@ def batch_spec(config: TrainConfig, augment: bool = True) -> BatchSpec:
     d = config.data
     rej = Rejection(d.rejection.size_thres, d.rejection.p, d.rejection.min_valid_ratio)
     return BatchSpec(tuple(d.patch), d.batch_size, tuple(tuple(o) for o in d.offsets),
-                     dict(config.augment) if augment else {}, rej, d.dims)
+                     dict(config.augment) if augment else {}, rej, d.dims, d.erosion_radius)
 
 
 def make_model(config: TrainConfig) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from em_chunks.geometry import Box
 from em_chunks.learn.augment import build_augmentor
 from em_chunks.learn.data.sampling import BatchSpec, draw_patch
 from em_chunks.learn.data.volumes import VolumeRef, read_box
-from em_chunks.learn.targets import affinities
+from em_chunks.learn.targets import affinities, widen_boundaries
 
 KINDS = {"image": "img", "label": "mask", "valid": "mask"}
 
@@ -58,7 +58,7 @@ def make_batch(chunk: dict, spec: BatchSpec, seed: int) -> dict[str, np.ndarray]
         patch = _fit(patch, in_shape)
         kinds = {k: KINDS[k] for k in patch}
         sample = aug(patch, kinds, out_shape, rng)
-        label, valid = sample["label"], sample.get("valid")
+        label, valid = widen_boundaries(sample["label"], spec.label_erosion), sample.get("valid")
         if spec.dims == 2:
             label, valid = label[0], None if valid is None else valid[0]
         aff, mask = affinities(label, spec.offsets, valid)

@@ -88,3 +88,5 @@ class BatchSpec:
     augment: Mapping[str, Any] = field(default_factory=dict)
     rejection: Rejection = Rejection()
     dims: int = 3
+    #: per-axis radius by which label boundaries are widened before the targets (0: labels as they are)
+    label_erosion: tuple[int, int, int] = (0, 0, 0)
