@@ -111,12 +111,45 @@ def test_predict_precedence(tmp_path):
     assert chosen.aff_threshold == (0.3, 0.999)
 
 
+def test_predict_uses_the_inference_the_decoder_was_tuned_with_unless_told(tmp_path):
+    from em_chunks.api.decoder_choice import choose_decoder, choose_inference, inference_note
+    from em_chunks.config.decode import DecodeConfig
+    from em_chunks.config.predict import PredictConfig
+
+    tuned = {"decoder": {**ENTRY, "predict": {"tta": "flip", "window": [8, 32, 32]}}}
+    sets_tta = tmp_path / "tta.yaml"
+    sets_tta.write_text("predict: {tta: xy}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("predict: {overlap: 8}\n")
+    cases = [  # (workflow, its predict section, overrides, checkpoint info) -> (tta, window, their sources)
+        ((None, {}, [], tuned), ("flip", (8, 32, 32), "checkpoint", "checkpoint")),
+        ((other, {"overlap": 8}, [], tuned), ("flip", (8, 32, 32), "checkpoint", "checkpoint")),
+        ((sets_tta, {"tta": "xy"}, [], tuned), ("xy", (8, 32, 32), "config", "checkpoint")),
+        ((None, {"window": [4, 16, 16]}, ["predict.window=[4,16,16]"], tuned), ("flip", (4, 16, 16), "checkpoint", "overrides")),
+        ((None, {}, ["predict.tta=none"], tuned), ("none", (8, 32, 32), "overrides", "checkpoint")),
+        ((None, {}, [], {"decoder": ENTRY}), ("none", None, "defaults", "defaults")),  # tuned without predict settings
+        ((None, {}, [], {}), ("none", None, "defaults", "defaults")),
+    ]
+    for (wf, section, overrides, info), want in cases:
+        cfg, sources = choose_inference(wf, PredictConfig(**section), overrides, info, "m.pt")
+        got = (cfg.tta, None if cfg.window is None else tuple(cfg.window), sources["tta"], sources["window"])
+        assert got == want, (wf, overrides, info)
+    cfg, sources = choose_inference(None, PredictConfig(), [], tuned, "m.pt")
+    _, used = choose_decoder(None, DecodeConfig(), [], tuned, "m.pt", note=inference_note(cfg, sources))
+    assert used["line"].endswith("; TTA flip, window [8, 32, 32] (as tuned, from the checkpoint)")
+    assert "\n" not in used["line"]
+    for bad in ({"tta": "sideways"}, {"window": [8, 32]}, {"tta": "flip", "stride": 4}):
+        with pytest.raises(InputError, match="m.pt: the checkpoint's tuned decoder has predict settings"):
+            choose_inference(None, PredictConfig(), [], {"decoder": {**ENTRY, "predict": bad}}, "m.pt")
+
+
 def test_training_tunes_the_decoder_and_predict_uses_it(vol, cluster_client, capsys):
     from em_chunks.api.predict import predict
     from em_chunks.api.train import train
 
     search = ["decoder_search.merge_functions=[mean, aff50_his256]", "decoder_search.thresholds=[0.3, 0.6]",
-              "decoder_search.aff_thresholds=[[0.1, 0.999]]"]
+              "decoder_search.aff_thresholds=[[0.1, 0.999]]", "decoder_search.tta=xy",
+              "decoder_search.window=[4, 16, 16]"]
     cfg = _cfg(vol, SPLIT, "iterations=4", "checkpoint_every=2", "keep_best=2", *search)
     out = vol / "model"
     # trained without the search (as if interrupted during it): --resume does the search only
@@ -131,6 +164,7 @@ def test_training_tunes_the_decoder_and_predict_uses_it(vol, cluster_client, cap
     assert entry["decode"]["merge_function"] in ("mean", "aff50_his256")
     assert entry["decode"]["thresholds"][0] in (0.3, 0.6)
     assert entry["validation"]["box"] == [[12, 0, 0], [16, 32, 32]]
+    assert entry["predict"] == {"tta": "xy", "window": [4, 16, 16]}  # how the validation affinities were made
     assert 0 <= entry["scores"]["adapted_rand_error"] <= 1
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["tuned_decoder"] == entry == metrics["tuned_decoder"]
@@ -146,16 +180,19 @@ def test_training_tunes_the_decoder_and_predict_uses_it(vol, cluster_client, cap
     said = "".join(capsys.readouterr())
     run = json.loads(layout.run_json(vol / "pred.zarr").read_text())
     assert run["config"]["decoder_source"] == "checkpoint"
+    assert run["config"]["predict"]["tta"] == "xy" and run["config"]["inference_source"]["tta"] == "checkpoint"
     assert run["config"]["decode"]["merge_function"] == entry["decode"]["merge_function"]
     assert pred["threshold"] == entry["decode"]["thresholds"][0]
     assert [l for l in said.splitlines() if l.startswith("decoder: ")][0].endswith(
-        f"(validation adapted Rand {entry['scores']['adapted_rand_error']:.4f})")
+        f"(validation adapted Rand {entry['scores']['adapted_rand_error']:.4f}); TTA xy, window [4, 16, 16] (as tuned, "
+        "from the checkpoint)")
 
     # a checkpoint without a tuned decoder still predicts, with the defaults
     plain = _checkpoint(vol / "plain.pt")
     pred = predict(vol / "image.tif", plain, vol / "plain.zarr", (1, 1, 1), client=cluster_client, progress=False)
     run = json.loads(layout.run_json(vol / "plain.zarr").read_text())
     assert run["config"]["decoder_source"] == "defaults" and pred["threshold"] == 0.5
+    assert run["config"]["predict"]["tta"] == "none" and run["config"]["inference_source"]["tta"] == "defaults"
     assert pred["segments"] > 0
 
 

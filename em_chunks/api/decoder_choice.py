@@ -4,6 +4,10 @@ Precedence (highest first): explicit ``--set decode.KEY=VALUE`` overrides > the 
 workflow's ``decode:`` section > the decoder tuned on validation and stored in the checkpoint
 (:func:`em_chunks.learn.checkpoint.stored_decoder`) > the built-in defaults. Overrides change single
 fields of whichever base was chosen (``--set decode.dust_remove_size=100`` keeps a tuned merge function).
+
+The inference settings the stored decoder was tuned with (its ``predict``: ``tta``, ``window``) are used
+too, each unless given (``--set predict.tta=...`` or the workflow's ``predict:`` section): thresholds
+tuned on averaged affinities, or on those of a larger window, belong with those affinities.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from typing import Any, Optional
 
 from em_chunks.config.base import apply_overrides, override_key, validate
 from em_chunks.config.decode import DecodeConfig
+
+#: the predict settings a tuned decoder may carry
+TUNED_INFERENCE = ("tta", "window")
 
 
 def workflow_has_decode(workflow: Any) -> bool:
@@ -28,9 +35,60 @@ def workflow_has_decode(workflow: Any) -> bool:
     return isinstance(data, dict) and data.get("decode") is not None
 
 
+def workflow_predict_keys(workflow: Any) -> set[str]:
+    """The ``predict:`` keys the workflow as given sets itself."""
+    from em_chunks.api.workflow import Workflow, resolve_workflow_path
+    from em_chunks.config.base import load_yaml
+
+    if workflow is None:
+        return set()
+    if isinstance(workflow, Workflow):
+        section = workflow.predict
+    else:
+        data = load_yaml(resolve_workflow_path(workflow))
+        section = data.get("predict") if isinstance(data, dict) else None
+    return set(section) if isinstance(section, dict) else set()
+
+
+def choose_inference(workflow: Any, cfg: Any, overrides: Optional[list[str]], info: dict[str, Any],
+                     checkpoint: str | Path) -> tuple[Any, dict[str, str]]:
+    """The predict config with the tuned decoder's inference settings applied where nothing explicit
+    sets them, and per setting where it came from (``overrides``, ``config``, ``checkpoint``, ``defaults``)."""
+    from em_chunks.learn.checkpoint import stored_decoder
+
+    stored = ((stored_decoder(info, checkpoint) or {}).get("predict")) or {}
+    given = workflow_predict_keys(workflow)
+    update, sources = {}, {}
+    for key in TUNED_INFERENCE:
+        if any(override_key(o) == ("predict", key) for o in overrides or []):
+            sources[key] = "overrides"
+        elif key in given:
+            sources[key] = "config"
+        elif key in stored:
+            update[key], sources[key] = (tuple(stored[key]) if key == "window" else stored[key]), "checkpoint"
+        else:
+            sources[key] = "defaults"
+    return (cfg.model_copy(update=update) if update else cfg), sources
+
+
+def inference_note(cfg: Any, sources: dict[str, str]) -> str:
+    """The part of predict's decoder line that says which tuned inference settings are in use."""
+    parts = []
+    if cfg.tta != "none":
+        parts.append(f"TTA {cfg.tta}")
+    if sources.get("window") != "defaults" and cfg.window is not None:
+        parts.append(f"window {list(cfg.window)}")
+    if not parts:
+        return ""
+    src = {sources[k] for k in TUNED_INFERENCE if sources[k] != "defaults"}
+    how = "as tuned, from the checkpoint" if src == {"checkpoint"} else "from " + " and ".join(sorted(src))
+    return f"; {', '.join(parts)} ({how})"
+
+
 def choose_decoder(workflow: Any, wf_decode: DecodeConfig, overrides: Optional[list[str]], info: dict[str, Any],
-                   checkpoint: str | Path) -> tuple[DecodeConfig, dict[str, Any]]:
-    """The decode config predict uses and a record of where it came from (``source`` + one ``line``)."""
+                   checkpoint: str | Path, note: str = "") -> tuple[DecodeConfig, dict[str, Any]]:
+    """The decode config predict uses and a record of where it came from (``source`` + one ``line``);
+    ``note`` (:func:`inference_note`) ends the line."""
     from em_chunks.learn.checkpoint import stored_decoder
 
     explicit = [o for o in overrides or [] if override_key(o)[:1] == ("decode",)]
@@ -51,4 +109,5 @@ def choose_decoder(workflow: Any, wf_decode: DecodeConfig, overrides: Optional[l
         source, what = f"overrides+{source}", f"--set {' '.join(explicit)} over {what}"
     line = (f"decoder: {chosen.merge_function}, threshold {chosen.thresholds[0]:g}, aff_threshold "
             f"{list(chosen.aff_threshold)}: {what}")
+    line += note
     return chosen, {"source": source, "line": line, "tuned": stored}

@@ -75,11 +75,18 @@ def score_checkpoint(ckpt: Path, image: Path, labels: Path, work: Path, config: 
 
     t = config.decoder_search
     pred = work / f"{ckpt.stem}.zarr"
-    predict(image, ckpt, pred, tuple(t.chunks), Workflow(predict={"preview": False}), client=client, progress=False)
+    predict(image, ckpt, pred, tuple(t.chunks), Workflow(predict={"preview": False, **inference_settings(config)}),
+            client=client, progress=False)
     found = tune(layout.image_array(pred), labels, work / f"tune-{ckpt.stem}", tuple(t.chunks),
                  merge_functions=t.merge_functions, thresholds=t.thresholds, aff_thresholds=t.aff_thresholds,
                  client=client, progress=False)
     return {"path": ckpt, "best": found["best"], "trials": found["trials"]}
+
+
+def inference_settings(config: Any) -> dict[str, Any]:
+    """The predict settings of the search (stored with its winner): TTA, and the window when one is set."""
+    t = config.decoder_search
+    return {"tta": t.tta, **({"window": list(t.window)} if t.window is not None else {})}
 
 
 def _rank(row: dict[str, Any]) -> tuple[float, float]:
@@ -97,6 +104,7 @@ def decoder_entry(row: dict[str, Any], iteration: Optional[int], vol: TrainingVo
         "decode": {"merge_function": b["merge_function"], "thresholds": [float(b["threshold"])],
                    "aff_threshold": [float(v) for v in b["aff_threshold"]]},
         "scores": scores,
+        "predict": inference_settings(config),  # how the affinities the settings were tuned on were made
         "validation": {"image": str(vol.image.path), "labels": str(vol.label), "box": [list(vol.box.begin), list(vol.box.end)]},
         "iteration": iteration,
         "searched": {"merge_functions": list(t.merge_functions), "thresholds": list(t.thresholds),
@@ -136,7 +144,7 @@ def search_decoder(config: Any, out: Path, val_volumes: list[TrainingVolume], cl
     shutil.rmtree(work, ignore_errors=True)
     d = entry["decode"]
     log(f"best.pt = {win['path'].name}: decoder {d['merge_function']}, threshold {d['thresholds'][0]:g}, "
-        f"aff_threshold {d['aff_threshold']}; validation adapted Rand {entry['scores']['adapted_rand_error']:.4f}, "
+        f"aff_threshold {d['aff_threshold']}, predicted with {entry['predict']}; validation adapted Rand {entry['scores']['adapted_rand_error']:.4f}, "
         f"VOI {entry['scores']['voi_split'] + entry['scores']['voi_merge']:.3f}")
     return entry
 

@@ -17,7 +17,7 @@ import zarr
 from distributed import Client
 
 from em_chunks.api.decode import decode_params
-from em_chunks.api.decoder_choice import choose_decoder
+from em_chunks.api.decoder_choice import choose_decoder, choose_inference, inference_note
 from em_chunks.api.run import completed, computing_run
 from em_chunks.api.workflow import Workflow, load_workflow
 from em_chunks.config.inference import InferenceOptions, sliding_window
@@ -114,8 +114,9 @@ def predict(
     pieces = parse_chunks(chunks if chunks is not None else cfg.chunks, shape)
     align = storage_aligned(shape, pieces)
     grid = ChunkGrid(shape, pieces, align=align)
+    cfg, inference_source = choose_inference(workflow, cfg, overrides, info, checkpoint)
     spec = inference_spec(cfg, Path(checkpoint), info, shape)  # validates the window grid before anything is written
-    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint)
+    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint, note=inference_note(cfg, inference_source))
     wf = wf.model_copy(update={"decode": decoder})
     params = decode_params(wf.decode)
     out = Path(out)
@@ -123,7 +124,8 @@ def predict(
         "input": str(Path(input).resolve()), "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": _sha256(Path(checkpoint)), "labels": str(Path(labels).resolve()) if labels else None,
         "chunks": list(pieces), "predict": cfg.model_dump(mode="json", exclude={"input", "labels", "checkpoint", "chunks"}),
-        "decode": wf.decode.model_dump(mode="json"), "decoder_source": used["source"], "window": list(spec.sw.window),
+        "decode": wf.decode.model_dump(mode="json"), "decoder_source": used["source"], "inference_source": inference_source,
+        "window": list(spec.sw.window),
         "output": wf.output.model_dump(mode="json"),
     }
     done = completed("predict", out, resolved)
@@ -175,13 +177,14 @@ def _predict_singly(listing: Path, checkpoint: Path, out: Path, cfg: PredictConf
     if model.in_channels != 1:
         raise InputError(f"{checkpoint}: the model expects {model.in_channels} input channels, the images have 1")
     info = {**info, "model_config": {**(info.get("model_config") or {}), "out_channels": model.out_channels, "dims": model.dims}}
+    cfg, inference_source = choose_inference(workflow, cfg, overrides, info, checkpoint)
     spec = inference_spec(cfg, checkpoint, info, (1, 1, 1))
-    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint)
+    decoder, used = choose_decoder(workflow, wf.decode, overrides, info, checkpoint, note=inference_note(cfg, inference_source))
     wf = wf.model_copy(update={"decode": decoder})
     params = decode_params(wf.decode)
     resolved = {"input": str(listing.resolve()), "images": [str(p) for p in images], "checkpoint": str(checkpoint.resolve()),
                 "checkpoint_sha256": _sha256(checkpoint), "predict": cfg.model_dump(mode="json"), "decode": wf.decode.model_dump(mode="json"),
-                "decoder_source": used["source"]}
+                "decoder_source": used["source"], "inference_source": inference_source}
     done = completed("predict-singly", out, resolved)
     if done is not None:
         return done

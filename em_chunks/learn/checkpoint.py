@@ -22,6 +22,7 @@ from torch import nn
 
 from em_chunks.errors import InputError
 from em_chunks.learn.models import build_model
+from em_chunks.learn.tta import MODES as TTA_MODES
 
 FORMAT = "emchunks-checkpoint"
 FORMAT_VERSION = 1
@@ -111,6 +112,14 @@ def stored_decoder(info: Mapping[str, Any], path: str | Path) -> dict[str, Any] 
         return None
     if not isinstance(entry, Mapping) or not isinstance(entry.get("decode"), Mapping):
         raise InputError(f"{path}: the checkpoint's 'decoder' entry is not a mapping with a 'decode' section")
+    inference = entry.get("predict", {})
+    window = inference.get("window") if isinstance(inference, Mapping) else None
+    if (not isinstance(inference, Mapping) or set(inference) - {"tta", "window"}
+            or inference.get("tta", "none") not in TTA_MODES
+            or (window is not None and not (isinstance(window, (list, tuple)) and len(window) == 3
+                                            and all(isinstance(w, int) and w > 0 for w in window)))):
+        raise InputError(f"{path}: the checkpoint's tuned decoder has predict settings {inference!r}; expected "
+                         f"tta (one of {', '.join(TTA_MODES)}) and optionally window [Z, Y, X]")
     try:
         DecodeConfig(**entry["decode"])
     except (ValidationError, TypeError) as err:

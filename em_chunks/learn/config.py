@@ -81,6 +81,11 @@ class DecoderSearchSection(FrozenModel):
     aff_thresholds: tuple[tuple[float, float], ...] = ((0.1, 0.999), (0.3, 0.999), (0.01, 0.999))
     #: pieces per axis for the validation region's inference and decoding
     chunks: Triple = (1, 1, 1)
+    #: how the validation region is predicted (predict.tta's modes; the window, default the training
+    #: patch); stored with the decoder, so predict makes the affinities it was tuned on (unless
+    #: predict.tta / predict.window are given)
+    tta: Literal["none", "flip", "xy", "all"] = "none"
+    window: Optional[Triple] = None
 
     @field_validator("merge_functions")
     @classmethod
