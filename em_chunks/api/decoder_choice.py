@@ -17,37 +17,27 @@ from typing import Any, Optional
 
 from em_chunks.config.base import apply_overrides, override_key, validate
 from em_chunks.config.decode import DecodeConfig
+from em_chunks.config.predict import TUNED_INFERENCE
 
-#: the predict settings a tuned decoder may carry
-TUNED_INFERENCE = ("tta", "window")
+
+def workflow_section(workflow: Any, name: str) -> Any:
+    """The section ``name`` as the workflow itself gives it (a path, a built-in name or a Workflow),
+    ``None`` when it gives none (so defaults would fill it)."""
+    from em_chunks.api.workflow import Workflow, resolve_workflow_path
+    from em_chunks.config.base import load_yaml
+
+    if workflow is None:
+        return None
+    if isinstance(workflow, Workflow):
+        return getattr(workflow, name) if name in workflow.model_fields_set else None
+    data = load_yaml(resolve_workflow_path(workflow))
+    section = data.get(name) if isinstance(data, dict) else None
+    return section if isinstance(section, dict) else None
 
 
 def workflow_has_decode(workflow: Any) -> bool:
-    """Whether the workflow as given (a path, a built-in name or a Workflow) has its own decode section."""
-    from em_chunks.api.workflow import Workflow, resolve_workflow_path
-    from em_chunks.config.base import load_yaml
-
-    if workflow is None:
-        return False
-    if isinstance(workflow, Workflow):
-        return "decode" in workflow.model_fields_set
-    data = load_yaml(resolve_workflow_path(workflow))
-    return isinstance(data, dict) and data.get("decode") is not None
-
-
-def workflow_predict_keys(workflow: Any) -> set[str]:
-    """The ``predict:`` keys the workflow as given sets itself."""
-    from em_chunks.api.workflow import Workflow, resolve_workflow_path
-    from em_chunks.config.base import load_yaml
-
-    if workflow is None:
-        return set()
-    if isinstance(workflow, Workflow):
-        section = workflow.predict
-    else:
-        data = load_yaml(resolve_workflow_path(workflow))
-        section = data.get("predict") if isinstance(data, dict) else None
-    return set(section) if isinstance(section, dict) else set()
+    """Whether the workflow as given has its own decode section."""
+    return workflow_section(workflow, "decode") is not None
 
 
 def choose_inference(workflow: Any, cfg: Any, overrides: Optional[list[str]], info: dict[str, Any],
@@ -57,7 +47,7 @@ def choose_inference(workflow: Any, cfg: Any, overrides: Optional[list[str]], in
     from em_chunks.learn.checkpoint import stored_decoder
 
     stored = ((stored_decoder(info, checkpoint) or {}).get("predict")) or {}
-    given = workflow_predict_keys(workflow)
+    given = set(workflow_section(workflow, "predict") or {})
     update, sources = {}, {}
     for key in TUNED_INFERENCE:
         if any(override_key(o) == ("predict", key) for o in overrides or []):

@@ -144,7 +144,7 @@ def search_decoder(config: Any, out: Path, val_volumes: list[TrainingVolume], cl
     shutil.rmtree(work, ignore_errors=True)
     d = entry["decode"]
     log(f"best.pt = {win['path'].name}: decoder {d['merge_function']}, threshold {d['thresholds'][0]:g}, "
-        f"aff_threshold {d['aff_threshold']}, predicted with {entry['predict']}; validation adapted Rand {entry['scores']['adapted_rand_error']:.4f}, "
+        f"aff_threshold {d['aff_threshold']} ({', '.join(f'{k} {v}' for k, v in entry['predict'].items())}); validation adapted Rand {entry['scores']['adapted_rand_error']:.4f}, "
         f"VOI {entry['scores']['voi_split'] + entry['scores']['voi_merge']:.3f}")
     return entry
 

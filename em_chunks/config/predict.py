@@ -10,6 +10,11 @@ from em_chunks.config.base import FrozenModel
 
 Triple = tuple[int, int, int]
 
+#: test-time augmentation modes (em_chunks.learn.tta.MODES)
+TTAMode = Literal["none", "flip", "xy", "all"]
+#: the predict settings a decoder tuned on validation carries with it (how its affinities were made)
+TUNED_INFERENCE = ("tta", "window")
+
 #: ``input: demo`` / ``checkpoint: demo`` / ``labels: demo`` in a workflow name the built-in demo's assets;
 #: the CLI resolves them to paths (em_chunks.api.demo.demo_paths), em_chunks.api.predict.predict never does
 DEMO_SENTINEL = "demo"
@@ -30,7 +35,7 @@ class PredictConfig(FrozenModel):
     blending: Literal["gaussian", "bump", "constant"] = "gaussian"
     sw_batch_size: int = Field(4, ge=1)
     boundary: str = Field("mirror", description="padding at the volume borders (mirror = numpy/PyTC reflect)")
-    tta: Literal["none", "flip", "xy", "all"] = "none"
+    tta: TTAMode = "none"
     select_channel: Optional[tuple[int, ...]] = Field(None, description="affinity channels given to the decoder")
     activation: Literal["sigmoid", "none"] = "sigmoid"
     output_dtype: Literal["float32", "uint8"] = "float32"

@@ -22,7 +22,6 @@ from torch import nn
 
 from em_chunks.errors import InputError
 from em_chunks.learn.models import build_model
-from em_chunks.learn.tta import MODES as TTA_MODES
 
 FORMAT = "emchunks-checkpoint"
 FORMAT_VERSION = 1
@@ -106,6 +105,7 @@ def stored_decoder(info: Mapping[str, Any], path: str | Path) -> dict[str, Any] 
     from pydantic import ValidationError
 
     from em_chunks.config.decode import DecodeConfig
+    from em_chunks.config.predict import TUNED_INFERENCE, PredictConfig
 
     entry = info.get("decoder")
     if entry is None:
@@ -113,13 +113,14 @@ def stored_decoder(info: Mapping[str, Any], path: str | Path) -> dict[str, Any] 
     if not isinstance(entry, Mapping) or not isinstance(entry.get("decode"), Mapping):
         raise InputError(f"{path}: the checkpoint's 'decoder' entry is not a mapping with a 'decode' section")
     inference = entry.get("predict", {})
-    window = inference.get("window") if isinstance(inference, Mapping) else None
-    if (not isinstance(inference, Mapping) or set(inference) - {"tta", "window"}
-            or inference.get("tta", "none") not in TTA_MODES
-            or (window is not None and not (isinstance(window, (list, tuple)) and len(window) == 3
-                                            and all(isinstance(w, int) and w > 0 for w in window)))):
+    if not isinstance(inference, Mapping) or set(inference) - set(TUNED_INFERENCE):
         raise InputError(f"{path}: the checkpoint's tuned decoder has predict settings {inference!r}; expected "
-                         f"tta (one of {', '.join(TTA_MODES)}) and optionally window [Z, Y, X]")
+                         f"only {', '.join(TUNED_INFERENCE)}")
+    try:
+        PredictConfig(**inference)
+    except ValidationError as err:
+        raise InputError(f"{path}: the checkpoint's tuned decoder has predict settings {dict(inference)!r}: "
+                         f"{err.errors()[0]['msg']}") from None
     try:
         DecodeConfig(**entry["decode"])
     except (ValidationError, TypeError) as err:

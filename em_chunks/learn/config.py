@@ -13,6 +13,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from em_chunks.config.base import FrozenModel, apply_overrides, load_yaml, named_overrides, validate
+from em_chunks.config.predict import TTAMode
 from em_chunks.errors import InputError
 
 FORMAT_VERSION = 1
@@ -84,7 +85,7 @@ class DecoderSearchSection(FrozenModel):
     #: how the validation region is predicted (predict.tta's modes; the window, default the training
     #: patch); stored with the decoder, so predict makes the affinities it was tuned on (unless
     #: predict.tta / predict.window are given)
-    tta: Literal["none", "flip", "xy", "all"] = "none"
+    tta: TTAMode = "none"
     window: Optional[Triple] = None
 
     @field_validator("merge_functions")
